@@ -1,0 +1,227 @@
+"""The ``streamer`` command: train, run, replay, demo, config.
+
+Every option that maps to a config field shows its environment variable in ``--help``. Bad use
+prints one line naming the option or field and what is expected, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from streamer import __version__
+from streamer.config import ENV_PREFIX, StreamerConfig, load_config, reference_markdown
+from streamer.errors import ArtifactError, BrokerError, ConfigError, StreamerError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("streamer")
+
+# Named flags: (flag, config field, help). Each also accepts the field's environment variable.
+_COMMON_FIELDS = [
+    ("--bootstrap-servers", "kafka.bootstrap_servers", "Kafka bootstrap servers"),
+]
+_RUN_FIELDS = [
+    ("--input-topics", "topics.input", "input topics, comma separated"),
+    ("--alert-topic", "topics.alerts", "alert topic"),
+    ("--dead-letter-topic", "topics.dead_letter", "dead-letter topic"),
+    ("--group-id", "kafka.group_id", "consumer group"),
+    ("--alpha", "detector.alpha", "target false-alarm rate"),
+    ("--model-dir", "model.dir", "model artifacts directory"),
+    ("--model-name", "model.name", "model name"),
+    ("--model-version", "model.version", "model version (default: newest)"),
+]
+_TRAIN_FIELDS = [
+    ("--model-dir", "model.dir", "model artifacts directory"),
+    ("--model-name", "model.name", "model name"),
+    ("--epochs", "model.epochs", "most training epochs"),
+    ("--window", "window.kind", "record, count or time"),
+]
+
+
+def _env_name(dotted: str) -> str:
+    section, name = dotted.split(".", 1)
+    return f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+
+
+def _add_fields(p: argparse.ArgumentParser, fields: list[tuple[str, str, str]]) -> None:
+    for flag, dotted, text in fields:
+        p.add_argument(flag, dest=f"field:{dotted}", metavar="VALUE",
+                       help=f"{text} (config {dotted}; env {_env_name(dotted)})")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help=f"YAML config file (env {ENV_PREFIX}CONFIG)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set detector.k=20 (repeatable)")
+    p.add_argument("--log-level", default=os.environ.get(ENV_PREFIX + "LOG_LEVEL", "INFO"),
+                   help=f"logging level (env {ENV_PREFIX}LOG_LEVEL; default INFO)")
+    _add_fields(p, _COMMON_FIELDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Streaming anomaly detection on Kafka.")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fit normalizer and autoencoder; write a model artifact")
+    _common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="FILE", help="training data: a .jsonl or .csv file")
+    src.add_argument("--topic", metavar="TOPIC", help="training data: every event now in this Kafka topic")
+    p.add_argument("--version-name", metavar="V", help="artifact version (default: a UTC timestamp)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    _add_fields(p, _TRAIN_FIELDS)
+
+    p = sub.add_parser("run", help="the detector: consume events, produce alerts")
+    _common(p)
+    p.add_argument("--until-end", action="store_true",
+                   help="stop once every message now in the input partitions is processed (batch jobs, tests)")
+    p.add_argument("--idle-flush-s", type=float, default=0.0, metavar="S",
+                   help="close open windows after S seconds without input (default 0: never)")
+    _add_fields(p, _RUN_FIELDS)
+
+    p = sub.add_parser("replay", help="produce a JSONL or CSV dataset into a topic")
+    _common(p)
+    p.add_argument("file", metavar="FILE", help="a .jsonl or .csv file")
+    p.add_argument("--topic", required=True, help="topic to produce into")
+    p.add_argument("--rate", type=float, default=None, metavar="N", help="at most N events per second")
+    p.add_argument("--entity-field", dest="field:schema.entity_field", metavar="FIELD",
+                   help=f"message key field (config schema.entity_field; env {_env_name('schema.entity_field')})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("demo", help="train and detect on a synthetic flow stream through a local broker")
+    _common(p)
+    p.add_argument("--port", type=int, default=9092, help="port of the local broker the demo starts (default 9092)")
+    p.add_argument("--summary-json", metavar="FILE", help="write the summary (precision, recall, ...) here")
+    p.add_argument("--hosts", type=int, default=60, help="hosts in the synthetic network (default 60)")
+    p.add_argument("--train-minutes", type=float, default=25.0, help="clean training part (default 25)")
+    p.add_argument("--test-minutes", type=float, default=10.0, help="live part with attacks (default 10)")
+    p.add_argument("--keep-broker", action="store_true", help="leave the local broker running")
+
+    p = sub.add_parser("config", help="show the effective configuration or the reference table")
+    _common(p)
+    p.add_argument("what", choices=["show", "reference"], help="show: effective YAML; reference: markdown table")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    ov: dict[str, Any] = {}
+    for item in args.sets:
+        if "=" not in item:
+            raise ConfigError("--set", "SECTION.FIELD=VALUE", item)
+        key, value = item.split("=", 1)
+        ov[key.strip()] = value
+    for key, value in vars(args).items():
+        if key.startswith("field:") and value is not None:
+            ov[key[len("field:"):]] = value
+    return ov
+
+
+def _load(args: argparse.Namespace, *, validate: bool = True) -> StreamerConfig:
+    return load_config(args.config, overrides=_overrides(args), validate=validate)
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError("--log-level", "DEBUG, INFO, WARNING or ERROR", level)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # librdkafka retries transient broker errors itself; only its errors are worth a line.
+    logging.getLogger("streamer.librdkafka").setLevel(max(numeric, logging.ERROR))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from streamer.kafka_io import read_topic_to_end
+    from streamer.sources import read_file_records
+    from streamer.train import train_model
+
+    cfg = _load(args)
+    if args.input:
+        records, source = read_file_records(args.input), f"file:{args.input}"
+    else:
+        records, source = read_topic_to_end(cfg.kafka, args.topic), f"topic:{args.topic}"
+    path = train_model(cfg, records, source=source, version=args.version_name, show_progress=not args.no_progress)
+    print(path)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamer.artifact import load_artifact
+    from streamer.pipeline import Pipeline
+    from streamer.runner import Runner
+
+    cfg = _load(args)
+    model = load_artifact(cfg.model.dir, cfg.model.name, cfg.model.version)
+    log.info("model %s/%s (trained on %s)", model.name, model.version, model.card.get("source"))
+    runner = Runner(cfg, Pipeline(model, cfg.detector), stop_at_end=args.until_end, idle_flush_s=args.idle_flush_s)
+    stats = runner.run()
+    print(f"{stats.records} records, {stats.windows} windows, {stats.alerts} alerts, "
+          f"{stats.dead_letters} dead letters, {stats.events_per_s:,.0f} events/s")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamer.replay import replay_file
+
+    cfg = _load(args, validate=False)
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError("--rate", "a positive number of events per second", args.rate)
+    stats = replay_file(cfg, args.file, args.topic, rate=args.rate, show_progress=not args.no_progress)
+    print(f"{stats.produced} events produced into {args.topic} in {stats.seconds:.1f}s")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamer.demo import demo_overrides, run_demo
+
+    given = args.__dict__.get("field:kafka.bootstrap_servers") or os.environ.get(_env_name("kafka.bootstrap_servers"))
+    # The demo brings its own schema; validate after the demo's overrides are applied.
+    cfg = load_config(args.config, overrides={**demo_overrides(), **_overrides(args)})
+    run_demo(cfg, bootstrap_given=bool(given), port=args.port, hosts=args.hosts, train_minutes=args.train_minutes,
+             test_minutes=args.test_minutes, summary_json=args.summary_json, keep_broker=args.keep_broker)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    if args.what == "reference":
+        print(reference_markdown())
+    else:
+        print(yaml.safe_dump(_load(args, validate=False).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "run": _cmd_run, "replay": _cmd_replay, "demo": _cmd_demo, "config": _cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        _setup_logging(args.log_level)
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"streamer {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerError, ArtifactError) as exc:
+        print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except StreamerError as exc:
+        print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"streamer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""One typed configuration object.
+
+Precedence, lowest to highest: the defaults below, a YAML file (``--config FILE`` or
+``STREAMER_CONFIG``), environment variables ``STREAMER_<SECTION>__<FIELD>`` (for example
+``STREAMER_KAFKA__BOOTSTRAP_SERVERS``), then command-line flags (``--set section.field=value`` and
+the named flags of each command). Every field carries its documentation in ``metadata["help"]``;
+:func:`reference_markdown` renders the table that README.md shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from streamer.errors import ConfigError
+
+__all__ = [
+    "KafkaConfig",
+    "TopicsConfig",
+    "SchemaConfig",
+    "WindowConfig",
+    "ModelConfig",
+    "DetectorConfig",
+    "StreamerConfig",
+    "load_config",
+    "apply_overrides",
+    "reference_markdown",
+    "ENV_PREFIX",
+]
+
+ENV_PREFIX = "STREAMER_"
+AGGREGATES = ("count", "mean", "std", "min", "max", "sum")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = _f("127.0.0.1:9092", "Kafka bootstrap servers (host:port, comma separated).")
+    group_id: str = _f("streamer-detector", "Consumer group of the detector.")
+    auto_offset_reset: Literal["earliest", "latest"] = _f(
+        "earliest", "Where a new consumer group starts reading: `earliest` or `latest`."
+    )
+    batch_size: int = _f(2000, "Most messages taken from the consumer in one batch.")
+    batch_timeout_s: float = _f(0.2, "Longest wait for a batch to fill, in seconds.")
+    connect_timeout_s: float = _f(
+        60.0, "How long to retry, with back-off, when the broker is unreachable at start."
+    )
+    settings: dict[str, str] = _f(
+        {},
+        "Extra librdkafka settings passed through untouched to consumer and producer "
+        "(`security.protocol`, `sasl.*`, `ssl.*`, ...). Env: `STREAMER_KAFKA__SETTINGS__SASL_MECHANISM=PLAIN` "
+        "sets `sasl.mechanism` (`__` after SETTINGS, `_` becomes `.`).",
+    )
+
+
+@dataclass
+class TopicsConfig:
+    input: list[str] = _f(["streamer.events"], "Input topics (comma separated in env and flags).")
+    alerts: str = _f("streamer.alerts", "Topic the alerts are written to.")
+    dead_letter: str = _f("streamer.deadletter", "Topic bad events are written to, with the reason.")
+    scores: str | None = _f(
+        None, "Optional topic receiving every window's score (for downstream classifiers); empty: off."
+    )
+
+
+@dataclass
+class SchemaConfig:
+    entity_field: str = _f("host", "Event field holding the entity key (host, flow key, sensor).")
+    time_field: str | None = _f(
+        "ts", "Event-time field (epoch number or ISO-8601 string); the Kafka timestamp when absent or empty."
+    )
+    time_unit: Literal["ms", "s"] = _f("ms", "Unit of a numeric event-time field: `ms` or `s`.")
+    numeric_fields: list[str] = _f([], "Numeric feature fields (required in every event).")
+    categorical_fields: list[str] = _f(
+        [], "Categorical fields, encoded by hashing into `hash_buckets` one-hot buckets each."
+    )
+    hash_buckets: int = _f(8, "Buckets per categorical field.")
+    max_event_bytes: int = _f(65536, "Larger events go to the dead-letter topic.")
+
+
+@dataclass
+class WindowConfig:
+    kind: Literal["record", "count", "time"] = _f(
+        "record",
+        "`record`: each event is one sample; `count`: the last `size` events of an entity, sliding by "
+        "`slide`; `time`: per-entity windows of `seconds`, hopping by `hop_seconds`, with aggregates.",
+    )
+    size: int = _f(16, "Count windows: events per window.")
+    slide: int = _f(1, "Count windows: events between two windows.")
+    seconds: float = _f(10.0, "Time windows: window length in seconds (event time).")
+    hop_seconds: float | None = _f(None, "Time windows: hop in seconds; empty means tumbling (= `seconds`).")
+    aggregates: list[str] = _f(list(AGGREGATES), "Time windows: per-feature aggregates (count, mean, std, min, max, sum).")
+    lateness_s: float = _f(
+        0.0, "Time windows: how far behind the newest event time a window may still receive events."
+    )
+    idle_timeout_s: float = _f(
+        3600.0, "Entity state idle this long in event time is closed and evicted (bounded memory)."
+    )
+    max_entities: int = _f(200_000, "Most entities with open state; the least recently seen are evicted first.")
+
+
+@dataclass
+class ModelConfig:
+    dir: str = _f("models", "Directory of model artifacts (`<dir>/<name>/<version>/`).")
+    name: str = _f("default", "Model name.")
+    version: str | None = _f(None, "Version to load; empty means the newest.")
+    hidden: list[int] = _f([64, 32], "Hidden layer widths of the encoder (mirrored by the decoder).")
+    latent_dim: int = _f(8, "Width of the latent embedding.")
+    noise_std: float = _f(0.1, "Denoising: std of Gaussian noise added to inputs while training.")
+    epochs: int = _f(60, "Most training epochs (early stopping on the validation split).")
+    patience: int = _f(6, "Early stopping patience in epochs.")
+    train_batch_size: int = _f(256, "Training batch size.")
+    learning_rate: float = _f(1e-3, "Adam learning rate.")
+    validation_split: float = _f(0.2, "Share of training windows held out for validation and calibration.")
+    seed: int = _f(7, "Random seed of training.")
+
+
+@dataclass
+class DetectorConfig:
+    alpha: float = _f(0.001, "Target false-alarm rate: an alert fires when the p-value is below it.")
+    k: int = _f(10, "Neighbours in the latent kNN distance.")
+    reservoir_size: int = _f(20_000, "Embeddings of recent normal windows kept for kNN scoring.")
+    recon_weight: float = _f(
+        0.5, "Weight of the reconstruction error against the latent kNN distance in the score (0..1)."
+    )
+    admit_p: float = _f(
+        0.2, "Only windows with a p-value at least this high enter the reservoir (judged normal)."
+    )
+    top_features: int = _f(3, "Features named in an alert's explanation.")
+    seed: int = _f(7, "Seed of reservoir replacement.")
+
+
+@dataclass
+class StreamerConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> StreamerConfig:
+        """Check cross-field rules; raise :class:`ConfigError` naming the field."""
+        s, w, d, m = self.schema, self.window, self.detector, self.model
+        if not s.numeric_fields and not s.categorical_fields:
+            raise ConfigError("schema.numeric_fields", "at least one numeric or categorical field")
+        if w.kind == "count" and (w.size < 1 or not 1 <= w.slide <= w.size):
+            raise ConfigError("window.slide", f"1 <= slide <= size ({w.size})", w.slide)
+        if w.kind == "time":
+            hop = w.hop_seconds or w.seconds
+            if w.seconds <= 0 or hop <= 0 or hop > w.seconds:
+                raise ConfigError("window.hop_seconds", "0 < hop_seconds <= seconds", w.hop_seconds)
+            bad = [a for a in w.aggregates if a not in AGGREGATES]
+            if bad or not w.aggregates:
+                raise ConfigError("window.aggregates", f"a non-empty subset of {list(AGGREGATES)}", w.aggregates)
+        if not 0.0 < d.alpha < 0.5:
+            raise ConfigError("detector.alpha", "a rate in (0, 0.5)", d.alpha)
+        if not 0.0 <= d.recon_weight <= 1.0:
+            raise ConfigError("detector.recon_weight", "a weight in [0, 1]", d.recon_weight)
+        if d.k < 1 or d.reservoir_size < d.k:
+            raise ConfigError("detector.reservoir_size", f"at least k ({d.k})", d.reservoir_size)
+        if not 0.0 < m.validation_split < 0.9:
+            raise ConfigError("model.validation_split", "a share in (0, 0.9)", m.validation_split)
+        if m.latent_dim < 1 or any(h < 1 for h in m.hidden):
+            raise ConfigError("model.hidden", "positive layer widths", m.hidden)
+        if not self.topics.input:
+            raise ConfigError("topics.input", "at least one topic")
+        return self
+
+
+_SECTION_TYPES = {
+    "kafka": KafkaConfig,
+    "topics": TopicsConfig,
+    "schema": SchemaConfig,
+    "window": WindowConfig,
+    "model": ModelConfig,
+    "detector": DetectorConfig,
+}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(path: str, tp: Any, value: Any) -> Any:
+    """Turn ``value`` (from YAML, env or a flag) into type ``tp`` or raise a ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(path, inner[0], value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(path, "one of " + ", ".join(map(str, args)), value)
+        return value
+    if origin is list:
+        (item,) = args
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, "a list", value)
+        return [_coerce(path, item, v) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, "a mapping", value)
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(path, "true or false", value)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(path, "an integer", value)
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(path, "an integer", value) from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(path, "a number", value)
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(path, "a number", value) from None
+        if out != out or out in (float("inf"), float("-inf")):
+            raise ConfigError(path, "a finite number", value)
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(path, "a string", value)
+        return str(value)
+    raise ConfigError(path, f"a value of type {tp}", value)  # pragma: no cover - all fields typed
+
+
+def _set(cfg: StreamerConfig, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if parts[0] not in _SECTION_TYPES:
+        raise ConfigError(dotted, "a field section: " + ", ".join(_SECTION_TYPES))
+    section = getattr(cfg, parts[0])
+    hints = _hints(type(section))
+    if len(parts) < 2 or parts[1] not in hints:
+        raise ConfigError(dotted, f"a field of {parts[0]}: " + ", ".join(hints))
+    name = parts[1]
+    if len(parts) > 2:
+        if name != "settings":
+            raise ConfigError(dotted, f"{parts[0]}.{name} has no sub-fields")
+        getattr(section, name)[".".join(parts[2:])] = str(value)
+        return
+    setattr(section, name, _coerce(dotted, hints[name], value))
+
+
+def apply_overrides(cfg: StreamerConfig, overrides: Mapping[str, Any]) -> StreamerConfig:
+    """Apply ``{"section.field": value}`` overrides in place and return ``cfg``."""
+    for key, value in overrides.items():
+        _set(cfg, key, value)
+    return cfg
+
+
+def _from_mapping(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, body in data.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"{origin}: {section}", "a section: " + ", ".join(_SECTION_TYPES))
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{origin}: {section}", "a mapping of fields", body)
+        for name, value in body.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``STREAMER_SECTION__FIELD`` variables as dotted overrides (``STREAMER_CONFIG`` excluded)."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = key[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in _SECTION_TYPES:
+            continue
+        if len(parts) == 3 and parts[1] == "settings":
+            out[f"{parts[0]}.settings.{parts[2].replace('_', '.')}"] = value
+        elif len(parts) == 2:
+            out[f"{parts[0]}.{parts[1]}"] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    validate: bool = True,
+) -> StreamerConfig:
+    """Build the config: defaults, then YAML ``path``, then env, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    cfg = StreamerConfig()
+    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("--config", "an existing YAML file", str(p))
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {p}", f"valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"--config {p}", "a mapping of sections at the top")
+        apply_overrides(cfg, _from_mapping(data, str(p)))
+    apply_overrides(cfg, env_overrides(environ))
+    apply_overrides(cfg, overrides or {})
+    return cfg.validate() if validate else cfg
+
+
+def config_from_dict(data: Mapping[str, Any]) -> StreamerConfig:
+    """Rebuild a config saved with :meth:`StreamerConfig.to_dict` (as in a model artifact)."""
+    cfg = StreamerConfig()
+    return apply_overrides(cfg, _from_mapping(data, "saved config"))
+
+
+def reference_markdown() -> str:
+    """The configuration reference table (every field, its default, its env variable)."""
+    rows = ["| field | default | env | meaning |", "|---|---|---|---|"]
+    cfg = StreamerConfig()
+    for section, cls in _SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            default = getattr(getattr(cfg, section), f.name)
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            shown = "" if shown is None else shown
+            env = f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}"
+            rows.append(f"| `{section}.{f.name}` | `{shown}` | `{env}` | {f.metadata['help']} |")
+    return "\n".join(rows)

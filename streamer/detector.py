@@ -1,0 +1,62 @@
+"""The scoring core: normalize -> embed -> kNN + reconstruction score -> p-value -> admission.
+
+One :class:`Detector` holds one model version, its reservoir and its calibration. It is a pure
+in-process object: the Kafka runner, the evaluation and the tests all use it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.artifact import ModelArtifact
+from streamer.calibrate import Calibrator
+from streamer.config import DetectorConfig
+from streamer.score import Reservoir, combine_scores
+
+__all__ = ["Detector", "Scored"]
+
+
+@dataclass(slots=True)
+class Scored:
+    """Scores of a batch of windows, one row each."""
+
+    score: np.ndarray
+    p_value: np.ndarray
+    alert: np.ndarray  # bool
+    knn: np.ndarray
+    recon: np.ndarray
+    sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error
+
+
+class Detector:
+    def __init__(self, model: ModelArtifact, cfg: DetectorConfig) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.k = int(model.scoring["k"])
+        self.recon_weight = float(model.scoring["recon_weight"])
+        self.knn_scale = float(model.scoring["knn_scale"])
+        self.recon_scale = float(model.scoring["recon_scale"])
+        self.reservoir = Reservoir(cfg.reservoir_size, model.embedder.latent_dim, seed=cfg.seed)
+        seed = model.reservoir_seed[-cfg.reservoir_size:]
+        self.reservoir.add(seed)
+        self.calibrator = Calibrator(model.calibration, cfg.alpha)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def score(self, x_raw: np.ndarray, *, admit: bool = True) -> Scored:
+        """Score raw window features; admit the windows judged normal into the reservoir."""
+        xn = self.model.normalizer.transform(x_raw)
+        z, sq = self.model.embedder.embed(xn)
+        knn = self.reservoir.knn(z, self.k)
+        recon = sq.mean(axis=1, dtype=np.float64)
+        s = combine_scores(knn, recon, knn_scale=self.knn_scale, recon_scale=self.recon_scale,
+                           recon_weight=self.recon_weight)
+        p = self.calibrator.p_values(s)
+        if admit:
+            normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
+            self.reservoir.add(z[normal])
+        return Scored(s, p, self.calibrator.is_alert(p), knn, recon, sq)

@@ -1,0 +1,138 @@
+"""The autoencoder: the encoder gives a window's latent vector, the decoder its reconstruction.
+
+Written against Keras 3 layers and ``keras.ops`` only (no backend calls), so the same code runs with
+``KERAS_BACKEND=tensorflow`` (default) and ``KERAS_BACKEND=jax``. Inference goes through one
+compiled call per batch (``predict_on_batch``), on batch sizes padded to a power of two so the
+compiled function is traced a handful of times, not once per batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+# Keep TensorFlow's C++ start-up chatter out of the user's terminal (errors still print).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+__all__ = ["Embedder", "build_autoencoder", "train_autoencoder"]
+
+log = logging.getLogger(__name__)
+
+LATENT_LAYER = "latent"
+RECON_LAYER = "reconstruction"
+# Largest batch sent through the compiled call at once; bigger batches are chunked.
+MAX_INFER_BATCH = 8192
+MIN_INFER_BATCH = 64
+
+
+def build_autoencoder(
+    n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int
+) -> keras.Model:
+    """A dense, denoising autoencoder ``x -> z -> x_hat`` (trains on ``x_hat``)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(n_inputs,), name="window")
+    h = keras.layers.GaussianNoise(noise_std, seed=seed, name="denoise")(inputs) if noise_std > 0 else inputs
+    for i, width in enumerate(hidden):
+        h = keras.layers.Dense(width, activation="gelu", name=f"enc_{i}")(h)
+    z = keras.layers.Dense(latent_dim, name=LATENT_LAYER)(h)
+    h = z
+    for i, width in enumerate(reversed(hidden)):
+        h = keras.layers.Dense(width, activation="gelu", name=f"dec_{i}")(h)
+    out = keras.layers.Dense(n_inputs, name=RECON_LAYER)(h)
+    return keras.Model(inputs, out, name="autoencoder")
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Training progress: one log line per epoch, and an optional hook for a progress bar."""
+
+    def __init__(self, epochs: int, hook: Callable[[int, dict[str, float]], None] | None) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.hook = hook
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        log.debug("epoch %d/%d loss=%.5f val_loss=%.5f", epoch + 1, self.epochs, logs.get("loss", float("nan")),
+                 logs.get("val_loss", float("nan")))
+        if self.hook is not None:
+            self.hook(epoch + 1, logs)
+
+
+def train_autoencoder(
+    model: keras.Model,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    *,
+    epochs: int,
+    patience: int,
+    batch_size: int,
+    learning_rate: float,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, list[float]]:
+    """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    hist = model.fit(
+        x_train,
+        x_train,
+        validation_data=(x_val, x_val),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            _EpochLog(epochs, on_epoch),
+        ],
+    )
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+class Embedder:
+    """Batch inference: ``embed(x) -> (z, squared_error)`` through one compiled call per chunk.
+
+    ``z`` is the latent vector of each row, ``squared_error`` the per-feature squared
+    reconstruction error (its row sum is the reconstruction error, its shares the explanation).
+    """
+
+    def __init__(self, autoencoder: keras.Model) -> None:
+        self.autoencoder = autoencoder
+        x = autoencoder.inputs[0]
+        # The per-feature squared reconstruction error is computed inside the compiled call.
+        sq_err = keras.ops.square(keras.ops.subtract(x, autoencoder.output))
+        self.infer = keras.Model(
+            autoencoder.inputs, [autoencoder.get_layer(LATENT_LAYER).output, sq_err], name="embed_and_reconstruct"
+        )
+        self.n_inputs = int(autoencoder.inputs[0].shape[-1])
+        self.latent_dim = int(autoencoder.get_layer(LATENT_LAYER).output.shape[-1])
+
+    @classmethod
+    def load(cls, path: str | Path) -> Embedder:
+        """Load a ``.keras`` file in safe mode (no arbitrary code, no pickle)."""
+        model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+        return cls(model)
+
+    def save(self, path: str | Path) -> None:
+        self.autoencoder.save(str(path))
+
+    def embed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = x.shape[0]
+        if n == 0:
+            return np.empty((0, self.latent_dim), np.float32), np.empty((0, self.n_inputs), np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        zs, xs = [], []
+        for lo in range(0, n, MAX_INFER_BATCH):
+            chunk = x[lo:lo + MAX_INFER_BATCH]
+            m = chunk.shape[0]
+            padded_n = max(MIN_INFER_BATCH, 1 << (m - 1).bit_length())
+            if padded_n != m:
+                chunk = np.concatenate([chunk, np.zeros((padded_n - m, self.n_inputs), np.float32)])
+            z, xh = self.infer.predict_on_batch(chunk)
+            zs.append(np.asarray(z)[:m])
+            xs.append(np.asarray(xh)[:m])
+        return np.concatenate(zs), np.concatenate(xs)

@@ -1,0 +1,116 @@
+"""Messages that travel between the stages: raw records, decoded batches, dead letters.
+
+Batches are columns of numpy arrays (one row per event or window) so that every stage after the
+decode works on whole arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Record", "DeadLetter", "EventBatch", "WindowBatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One raw message as a source hands it over (Kafka or a file)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int = -1
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be used, and why."""
+
+    reason: str  # short code: not_json, not_object, missing_field, wrong_type, not_finite, ...
+    detail: str  # one human sentence naming the field
+    record: Record
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Decoded events, columnar. ``x`` holds numeric features then hashed categorical buckets."""
+
+    entity: np.ndarray  # object (str), shape (n,)
+    time_ms: np.ndarray  # int64, (n,)
+    x: np.ndarray  # float64, (n, n_features)
+    topic: np.ndarray  # object (str), (n,)
+    partition: np.ndarray  # int64, (n,)
+    offset: np.ndarray  # int64, (n,)
+
+    def __len__(self) -> int:
+        return int(self.time_ms.shape[0])
+
+    def take(self, idx: np.ndarray) -> EventBatch:
+        return EventBatch(
+            self.entity[idx], self.time_ms[idx], self.x[idx], self.topic[idx], self.partition[idx], self.offset[idx]
+        )
+
+    @staticmethod
+    def empty(n_features: int) -> EventBatch:
+        return EventBatch(
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=np.int64),
+            np.empty((0, n_features), dtype=np.float64),
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int64),
+        )
+
+
+@dataclass(slots=True)
+class WindowBatch:
+    """Closed windows, one row each, ready for the model.
+
+    ``offset_lo``/``offset_hi`` are the first and last source offsets of the events in the window
+    (all events of a window come from one topic partition: windows are kept per entity per
+    partition). ``n_events`` is how many events the window holds.
+    """
+
+    entity: np.ndarray  # object (str)
+    start_ms: np.ndarray  # int64
+    end_ms: np.ndarray  # int64
+    x: np.ndarray  # float64, (n, n_window_features)
+    topic: np.ndarray  # object
+    partition: np.ndarray  # int64
+    offset_lo: np.ndarray  # int64
+    offset_hi: np.ndarray  # int64
+    n_events: np.ndarray  # int64
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.start_ms.shape[0])
+
+    def take(self, idx: np.ndarray) -> WindowBatch:
+        return WindowBatch(
+            self.entity[idx], self.start_ms[idx], self.end_ms[idx], self.x[idx], self.topic[idx],
+            self.partition[idx], self.offset_lo[idx], self.offset_hi[idx], self.n_events[idx],
+            {k: v[idx] for k, v in self.extra.items()},
+        )
+
+    @staticmethod
+    def concat(batches: list[WindowBatch], n_features: int) -> WindowBatch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return WindowBatch.empty(n_features)
+        if len(batches) == 1:
+            return batches[0]
+        return WindowBatch(
+            *(np.concatenate([getattr(b, name) for b in batches]) for name in
+              ("entity", "start_ms", "end_ms", "x", "topic", "partition", "offset_lo", "offset_hi", "n_events"))
+        )
+
+    @staticmethod
+    def empty(n_features: int) -> WindowBatch:
+        i64 = np.empty(0, dtype=np.int64)
+        return WindowBatch(
+            np.empty(0, dtype=object), i64, i64.copy(), np.empty((0, n_features)), np.empty(0, dtype=object),
+            i64.copy(), i64.copy(), i64.copy(), i64.copy(),
+        )

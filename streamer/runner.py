@@ -1,0 +1,266 @@
+"""The Kafka detector loop: it only wires source, pipeline and sinks.
+
+Delivery is at-least-once. For each batch:
+
+1. consume up to ``kafka.batch_size`` messages;
+2. run them through the pipeline (decode, window, score, alert);
+3. produce the alerts and dead letters, then flush the producer: every record of the batch is
+   acknowledged by the broker (a delivery failure stops the detector before anything is committed);
+4. commit, per partition, the next offset to read, but never past the oldest event an open window
+   still holds (a restart re-reads those events and rebuilds the same windows).
+
+On partition revoke the state of those partitions is dropped (their new owner rebuilds it from the
+committed offsets). SIGTERM/SIGINT finish the current batch, flush, commit and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streamer.alert import dead_letter_value, score_values
+from streamer.config import StreamerConfig
+from streamer.errors import BrokerError
+from streamer.kafka_io import consumer_config, ensure_topics, producer_config, to_record, wait_for_broker
+from streamer.pipeline import Pipeline, StepResult
+
+__all__ = ["Runner", "RunStats"]
+
+log = logging.getLogger(__name__)
+
+# How often the loop logs its counters, in seconds.
+STATS_EVERY_S = 10.0
+# Longest wait for the broker to acknowledge a batch's alerts before the detector gives up.
+FLUSH_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    events: int = 0
+    windows: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    # From the first record read to the last batch acknowledged: the time spent detecting, without
+    # the group join before the first message or the idle wait after the last.
+    active_seconds: float = 0.0
+    model_versions: list[str] = field(default_factory=list)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records / self.active_seconds if self.active_seconds > 0 else 0.0
+
+
+class Runner:
+    """Runs a :class:`Pipeline` on Kafka topics until stopped (or, with ``stop_at_end``, until it
+    has read every message that was in its partitions)."""
+
+    def __init__(
+        self,
+        cfg: StreamerConfig,
+        pipeline: Pipeline,
+        *,
+        stop_at_end: bool = False,
+        idle_flush_s: float = 0.0,
+        on_step: Callable[[StepResult], None] | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.stop_at_end = stop_at_end
+        self.idle_flush_s = idle_flush_s
+        self.on_step = on_step
+        self.install_signals = install_signals
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self._next: dict[tuple[str, int], int] = {}  # next offset to read, per owned partition
+        self._committed: dict[tuple[str, int], int] = {}
+        self._delivery_errors: list[str] = []
+        self._consumer: Consumer | None = None
+        self._first_record_t: float | None = None
+        self._producer: Producer | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch and close (thread- and signal-safe)."""
+        self._stop.set()
+
+    # -- Kafka callbacks ------------------------------------------------------------------------
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are produced and acknowledged before the next consume(), so everything read so far
+        # is safe to commit; then this consumer forgets the state of the partitions it loses.
+        log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        self._commit(consumer)
+        lost = {(p.topic, p.partition) for p in partitions}
+        self.pipeline.drop_partitions(lost)
+        for p in lost:
+            self._next.pop(p, None)
+            self._committed.pop(p, None)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        cfg = self.cfg
+        admin = wait_for_broker(cfg.kafka)
+        ensure_topics(admin, [cfg.topics.alerts, cfg.topics.dead_letter] + ([cfg.topics.scores] if cfg.topics.scores else []))
+        previous = self._signals()
+        consumer = Consumer(consumer_config(cfg.kafka))
+        producer = Producer({**producer_config(cfg.kafka), "on_delivery": self._on_delivery})
+        self._consumer, self._producer = consumer, producer
+        consumer.subscribe(cfg.topics.input, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        start = time.monotonic()
+        last_msg = last_stats = start
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s)
+                records = []
+                for m in msgs:
+                    err = m.error()
+                    if err is None:
+                        records.append(to_record(m))
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        if err.fatal():
+                            raise BrokerError(f"fatal consumer error: {err}")
+                        log.warning("consumer error: %s", err)
+                now = time.monotonic()
+                if records:
+                    if self._first_record_t is None:
+                        self._first_record_t = now
+                    last_msg = now
+                    self._step(self.pipeline.process(records), records)
+                elif self.idle_flush_s and now - last_msg > self.idle_flush_s and self.pipeline.windower.n_entities:
+                    log.info("no input for %.0fs: closing open windows", now - last_msg)
+                    self._step(self.pipeline.flush(), [])
+                if self.stop_at_end and not records and self._at_end(consumer):
+                    self._step(self.pipeline.flush(), [])
+                    break
+                if now - last_stats > STATS_EVERY_S:
+                    last_stats = now
+                    self._log_stats(now - start)
+        finally:
+            self.stats.seconds = time.monotonic() - start
+            try:
+                producer.flush(FLUSH_TIMEOUT_S)
+                if not self._delivery_errors:
+                    self._commit(consumer)
+            finally:
+                consumer.close()
+                self._restore_signals(previous)
+        self._log_stats(self.stats.seconds)
+        return self.stats
+
+    def _step(self, result: StepResult, records: list) -> None:
+        """Produce a batch's output, wait for its acknowledgement, then move the commit point."""
+        producer = self._producer
+        assert producer is not None and self._consumer is not None
+        topics = self.cfg.topics
+        for a in result.alerts:
+            self._produce(producer, topics.alerts, a["entity"].encode("utf-8"), orjson.dumps(a))
+        if topics.scores and result.scored is not None:
+            for key, value in score_values(result.windows, result.scored, model_version=result.model_version):
+                self._produce(producer, topics.scores, key, value)
+        for d in result.dead:
+            key = f"{d.record.topic}:{d.record.partition}:{d.record.offset}".encode()
+            self._produce(producer, topics.dead_letter, key, dead_letter_value(d),
+                          headers=[("streamer-reason", d.reason.encode())])
+        remaining = producer.flush(FLUSH_TIMEOUT_S)
+        if remaining or self._delivery_errors:
+            raise BrokerError(
+                f"alerts not acknowledged by the broker ({remaining} pending; "
+                f"{'; '.join(self._delivery_errors[:3]) or 'timeout'}): stopping without committing this batch"
+            )
+        for r in records:
+            self._next[(r.topic, r.partition)] = r.offset + 1
+        s = self.stats
+        if self._first_record_t is not None:
+            s.active_seconds = time.monotonic() - self._first_record_t
+        s.records += len(records)
+        s.events += result.n_events
+        s.windows += len(result.windows)
+        s.alerts += len(result.alerts)
+        s.dead_letters += len(result.dead)
+        s.batches += 1
+        if not s.model_versions or s.model_versions[-1] != result.model_version:
+            if len(result.windows):
+                s.model_versions.append(result.model_version)
+        self._commit(self._consumer)
+        if self.on_step is not None:
+            self.on_step(result)
+
+    def _produce(self, producer: Producer, topic: str, key: bytes, value: bytes, headers: Any = None) -> None:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+        producer.poll(0)
+
+    def _commit(self, consumer: Consumer) -> None:
+        held = self.pipeline.held_offsets()
+        offsets = []
+        for p, nxt in self._next.items():
+            target = min(nxt, held.get(p, nxt))
+            if self._committed.get(p) != target:
+                offsets.append(TopicPartition(p[0], p[1], target))
+        if not offsets:
+            return
+        consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+        self.stats.commits += 1
+
+    def _at_end(self, consumer: Consumer) -> bool:
+        """True when every assigned partition has been read up to its current end."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            _, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            if self._next.get((tp.topic, tp.partition), self._committed_offset(consumer, tp)) < hi:
+                return False
+        return True
+
+    def _committed_offset(self, consumer: Consumer, tp: TopicPartition) -> int:
+        got = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=10)[0].offset
+        if got >= 0:
+            return got
+        lo, _ = consumer.get_watermark_offsets(tp, timeout=10)
+        return lo
+
+    def _log_stats(self, elapsed: float) -> None:
+        s = self.stats
+        log.info(
+            "%d records (%.0f/s), %d windows, %d alerts, %d dead letters, %d entities open, model %s",
+            s.records, s.records / max(elapsed, 1e-9), s.windows, s.alerts, s.dead_letters,
+            self.pipeline.windower.n_entities, self.pipeline.model_version,
+        )
+
+    def _signals(self) -> dict[int, Any]:
+        if not self.install_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        return previous
+
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

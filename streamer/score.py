@@ -1,0 +1,89 @@
+"""Score windows: latent kNN distance to a reservoir of recent normal embeddings, combined with the
+reconstruction error.
+
+The reservoir only admits windows the detector judged normal (see :class:`streamer.detector.Detector`),
+so an attack cannot teach it that attacks are normal. The nearest-neighbour search is exact, in
+blocks of queries, with one BLAS matrix product per block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Reservoir", "knn_distance", "combine_scores"]
+
+# Queries x reservoir entries per block of the distance matrix (float32): 16M entries = 64 MiB,
+# large enough for BLAS to run at full speed, small enough to stay in memory on a laptop.
+BLOCK_ENTRIES = 1 << 24
+
+
+def knn_distance(queries: np.ndarray, ref: np.ndarray, k: int, ref_sq: np.ndarray | None = None) -> np.ndarray:
+    """Mean Euclidean distance of each query to its ``k`` nearest rows of ``ref``."""
+    n, m = queries.shape[0], ref.shape[0]
+    if m == 0:
+        raise ValueError("the reservoir is empty: nothing to compare with")
+    k = min(k, m)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    r = np.ascontiguousarray(ref, dtype=np.float32)
+    r_sq = (r * r).sum(axis=1) if ref_sq is None else ref_sq
+    out = np.empty(n, dtype=np.float64)
+    step = max(1, BLOCK_ENTRIES // m)
+    for lo in range(0, n, step):
+        qb = q[lo:lo + step]
+        d2 = (qb * qb).sum(axis=1)[:, None] + r_sq[None, :] - 2.0 * (qb @ r.T)
+        part = np.partition(d2, k - 1, axis=1)[:, :k] if k < m else d2
+        out[lo:lo + step] = np.sqrt(np.maximum(part, 0.0)).mean(axis=1)
+    return out
+
+
+def combine_scores(knn: np.ndarray, recon: np.ndarray, *, knn_scale: float, recon_scale: float,
+                   recon_weight: float) -> np.ndarray:
+    """One anomaly score: each component divided by its typical value on normal validation data,
+    then mixed; higher is more anomalous."""
+    return (1.0 - recon_weight) * knn / knn_scale + recon_weight * recon / recon_scale
+
+
+class Reservoir:
+    """A bounded store of normal embeddings. Once full, each admitted embedding replaces a random
+    slot, so the content is recent-biased (ages decay geometrically) yet keeps rare normal modes
+    for a while."""
+
+    def __init__(self, capacity: int, dim: int, *, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.dim = dim
+        self._data = np.zeros((capacity, dim), dtype=np.float32)
+        self._sq = np.zeros(capacity, dtype=np.float32)
+        self._n = 0
+        self._rng = np.random.default_rng(seed)
+        self.admitted = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data[: self._n]
+
+    def add(self, z: np.ndarray) -> None:
+        z = np.asarray(z, dtype=np.float32)
+        if z.size == 0:
+            return
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"reservoir expects (n, {self.dim}) embeddings, got {z.shape}")
+        if not np.isfinite(z).all():
+            raise ValueError("refusing non-finite embeddings in the reservoir")
+        self.admitted += len(z)
+        free = self.capacity - self._n
+        head, tail = z[:free], z[free:]
+        if len(head):
+            self._data[self._n:self._n + len(head)] = head
+            self._n += len(head)
+        if len(tail):
+            if len(tail) > self.capacity:
+                tail = tail[-self.capacity:]
+            slots = self._rng.choice(self.capacity, size=len(tail), replace=False)
+            self._data[slots] = tail
+        self._sq[: self._n] = (self._data[: self._n] ** 2).sum(axis=1)
+
+    def knn(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return knn_distance(queries, self.data, k, self._sq[: self._n])
