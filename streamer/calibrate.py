@@ -23,7 +23,14 @@ class Calibrator:
         self.sorted = np.sort(scores)
         n = len(self.sorted)
         # Largest count of calibration scores >= s that still gives p < alpha.
-        self._max_ge = math.ceil(alpha * (n + 1) - 1) - 1
+        g = math.ceil(alpha * (n + 1) - 1) - 1
+        # Settle g with the very float arithmetic of p_values (alpha * (n + 1) may round across an
+        # integer), so that "score > threshold" and "p < alpha" always agree.
+        while g >= 0 and (1.0 + g) / (n + 1.0) >= alpha:
+            g -= 1
+        while g < n - 1 and (2.0 + g) / (n + 1.0) < alpha:
+            g += 1
+        self._max_ge = g
 
     @property
     def n(self) -> int:

@@ -155,9 +155,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streamer.pipeline import Pipeline
     from streamer.runner import Runner
 
-    cfg = _load(args)
+    cfg = _load(args, validate=False)
     model = load_artifact(cfg.model.dir, cfg.model.name, cfg.model.version)
     log.info("model %s/%s (trained on %s)", model.name, model.version, model.card.get("source"))
+    # The model decides what its input looks like: schema and window come from its training config.
+    if cfg.schema.numeric_fields or cfg.schema.categorical_fields:
+        if (cfg.schema, cfg.window) != (model.config.schema, model.config.window):
+            log.warning("schema/window of the config differ from the model's; using the model's")
+    cfg.schema, cfg.window = model.config.schema, model.config.window
+    cfg.validate()
     runner = Runner(cfg, Pipeline(model, cfg.detector), stop_at_end=args.until_end, idle_flush_s=args.idle_flush_s)
     stats = runner.run()
     print(f"{stats.records} records, {stats.windows} windows, {stats.alerts} alerts, "

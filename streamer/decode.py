@@ -21,6 +21,9 @@ __all__ = ["Decoder", "category_bucket"]
 
 # Content encodings that mean "the value is the JSON itself".
 _PLAIN_ENCODINGS = {b"", b"identity", b"utf-8", b"utf8", b"json", b"application/json"}
+# Event times beyond this many ms from the epoch (~285,000 years) are nonsense, and would overflow
+# the int64 time column and the window arithmetic.
+_MAX_ABS_TIME_MS = 2**53
 
 
 def category_bucket(value: str, buckets: int) -> int:
@@ -152,7 +155,11 @@ class Decoder:
         if isinstance(raw, (int, float)):
             if not math.isfinite(raw):
                 return DeadLetter("not_finite", f"the time field {name!r} is not finite", rec)
-            return int(raw * self._time_scale)
+            ms = raw * self._time_scale
+            if not abs(ms) < _MAX_ABS_TIME_MS:
+                return DeadLetter("out_of_range", f"the time field {name!r} is out of range: {raw!r}", rec)
+            # Seconds are rounded to the ms (1.005 s * 1000 is 1004.99...); ms are taken as given.
+            return int(raw) if self._time_scale == 1.0 else round(ms)
         if isinstance(raw, str):
             try:
                 dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))

@@ -74,7 +74,7 @@ def wait_for_broker(cfg: KafkaConfig, *, timeout_s: float | None = None) -> Admi
     delay = 0.5
     while True:
         try:
-            admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            admin.list_topics(timeout=min(1.0 + delay, max(0.5, deadline - time.monotonic())))
             return admin
         except KafkaException as exc:
             left = deadline - time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,18 +15,20 @@ from streamer.records import Record
 __all__ = ["iter_file_values", "read_file_records"]
 
 
-def _number(text: str) -> object:
-    """CSV cells: numbers become numbers, empty cells are absent, everything else stays text."""
-    if text == "":
+def _number(text: str | None) -> object:
+    """CSV cells: numbers become numbers, empty cells (and the missing cells of a short row, None)
+    are absent, everything else stays text (``nan``/``inf`` too: JSON has no such number)."""
+    if text is None or text == "":
         return None
     try:
         return int(text)
     except ValueError:
         pass
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 def iter_file_values(path: str | Path) -> Iterator[bytes]:
