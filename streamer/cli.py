@@ -1,4 +1,4 @@
-"""The ``streamer`` command: train, run, replay, demo, config.
+"""The ``streamer`` command: train, run, replay, demo, eval, config.
 
 Every option that maps to a config field shows its environment variable in ``--help``. Bad use
 prints one line naming the option or field and what is expected, and exits with status 2.
@@ -103,6 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-minutes", type=float, default=10.0, help="live part with attacks (default 10)")
     p.add_argument("--keep-broker", action="store_true", help="leave the local broker running")
 
+    p = sub.add_parser("eval", help="evaluate ours and the peers on labelled data, in-process (no Kafka)")
+    _common(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab"], help="a built-in dataset")
+    what.add_argument("--csv", nargs="+", metavar="FILE", help="your own labelled CSV file(s); each is a series")
+    p.add_argument("--root", metavar="DIR", help="datasets directory (env STREAMER_DATASETS)")
+    p.add_argument("--detectors", default=",".join(("streamer", "river-hst", "river-loda", "iforest", "knn")),
+                   help="comma separated: streamer, river-hst, river-loda, iforest, knn (default: all)")
+    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write PNG figures (timelines, ROC, PR)")
+    p.add_argument("--nab-results", metavar="DIR", help="nab: write scores in NAB's results layout")
+    p.add_argument("--machines", help="smd: comma separated machine names (default: all present)")
+    p.add_argument("--limit-series", type=int, metavar="N", help="evaluate only the first N series")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    g = p.add_argument_group("--csv options")
+    g.add_argument("--label-col", help="label column (required with --csv)")
+    g.add_argument("--sep", default=",", help="field separator (default ,)")
+    g.add_argument("--time-col", help="time column (rows are taken in file order)")
+    g.add_argument("--entity-col", help="entity column (windows per entity)")
+    g.add_argument("--feature-cols", nargs="+", metavar="C", help="feature columns (default: all others)")
+    g.add_argument("--drop-cols", nargs="+", default=[], metavar="C", help="columns to ignore")
+    g.add_argument("--train-rows", type=int, metavar="N", help="train on the first N rows of each file")
+    g.add_argument("--train-frac", type=float, metavar="F", help="train on the first share F of each file")
+    g.add_argument("--train-normal-only", action="store_true", help="drop labelled anomalies from the training rows")
+    g.add_argument("--label-normal", metavar="VALUE", help="label value of normal rows (default: 0 is normal)")
+
     p = sub.add_parser("config", help="show the effective configuration or the reference table")
     _common(p)
     p.add_argument("what", choices=["show", "reference"], help="show: effective YAML; reference: markdown table")
@@ -193,6 +219,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from streamer import datasets
+    from streamer.evaluate import DETECTORS, evaluate_dataset
+    from streamer.report import table, write_plots
+
+    detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown or not detectors:
+        raise ConfigError("--detectors", "a comma separated subset of " + ", ".join(DETECTORS), args.detectors)
+    if args.csv:
+        if not args.label_col:
+            raise ConfigError("--label-col", "the label column of the CSV files")
+        ds = datasets.load_csv(
+            args.csv, label_col=args.label_col, sep=args.sep, time_col=args.time_col, entity_col=args.entity_col,
+            feature_cols=args.feature_cols, drop_cols=args.drop_cols, train_rows=args.train_rows,
+            train_frac=args.train_frac, train_normal_only=args.train_normal_only, label_normal=args.label_normal,
+        )
+    else:
+        root = datasets.dataset_root(args.root)
+        if args.dataset == "nsl-kdd":
+            ds = datasets.load_nsl_kdd(root)
+        elif args.dataset == "smd":
+            ds = datasets.load_smd(root, machines=args.machines.split(",") if args.machines else None)
+        else:
+            ds = datasets.load_nab(root)
+    if args.limit_series:
+        import itertools
+
+        ds.series = itertools.islice(ds.series, args.limit_series)
+        ds.n_series = min(ds.n_series, args.limit_series)
+    # The dataset's schema and window first; the user's config, env and flags override them.
+    cfg = load_config(args.config, overrides={**ds.overrides, **_overrides(args)})
+    result = evaluate_dataset(ds, cfg, detectors, show_progress=not args.no_progress)
+    figures = {ds.name: result.figures}
+    if args.dataset == "nab":
+        from streamer.nab_eval import nab_figures
+
+        nab_figures(ds, result, detectors, results_dir=args.nab_results)
+    print(table(figures), end="")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=float) + "\n", encoding="utf-8")
+    if args.plots:
+        for path in write_plots(result, args.plots):
+            log.info("wrote %s", path)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -203,7 +280,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "run": _cmd_run, "replay": _cmd_replay, "demo": _cmd_demo, "config": _cmd_config}
+_COMMANDS = {"train": _cmd_train, "run": _cmd_run, "replay": _cmd_replay, "demo": _cmd_demo, "eval": _cmd_eval,
+             "config": _cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,27 @@ import numpy as np
 # Keep TensorFlow's C++ start-up chatter out of the user's terminal (errors still print).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+
+def _import_keras():  # noqa: ANN202
+    """Import Keras with file descriptor 2 muted: TensorFlow's C++ runtime prints INFO lines
+    (oneDNN, CUDA probing) before its log level applies. Python errors still surface, after
+    stderr is restored. ``STREAMER_TF_QUIET=0`` keeps the chatter."""
+    if os.environ.get("STREAMER_TF_QUIET", "1") == "0":
+        import keras
+
+        return keras
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return keras
+
+
+keras = _import_keras()
 
 __all__ = ["Embedder", "build_autoencoder", "train_autoencoder"]
 

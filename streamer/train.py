@@ -33,7 +33,7 @@ from streamer.records import Record, WindowBatch
 from streamer.score import combine_scores, knn_distance
 from streamer.window import make_windower
 
-__all__ = ["windows_from_records", "train_model", "TrainingError", "MIN_WINDOWS"]
+__all__ = ["windows_from_records", "validation_split", "train_model", "TrainingError", "MIN_WINDOWS"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def windows_from_records(cfg: StreamerConfig, records: list[Record]) -> tuple[Wi
     return WindowBatch.concat(parts, len(windower.feature_names)), windower.feature_names, dead
 
 
-def _validation_split(windows: WindowBatch, share: float) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(windows: WindowBatch, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and the held-out windows: the newest ``share`` is held out."""
     order = np.argsort(windows.end_ms, kind="stable")
     n_val = max(int(round(len(order) * share)), MIN_WINDOWS // 2)
     return order[:-n_val], order[-n_val:]
@@ -93,7 +94,7 @@ def train_model(
             f"training needs at least {MIN_WINDOWS} windows, the data gave {len(windows)} "
             f"({len(records)} records, {sum(dead.values())} unusable)"
         )
-    tr, va = _validation_split(windows, m.validation_split)
+    tr, va = validation_split(windows, m.validation_split)
     x_tr, x_va = windows.x[tr], windows.x[va]
     normalizer = Normalizer.fit(x_tr, names)
     xn_tr, xn_va = normalizer.transform(x_tr), normalizer.transform(x_va)

@@ -133,9 +133,11 @@ class CountWindower:
             t = np.concatenate([st.t, events.time_ms[rows]])
             off = np.concatenate([st.off, events.offset[rows]])
             held = len(st.x)
-            # Event numbers (1-based since the state began) of the rows in ``x``.
+            # Event numbers (1-based since the state began) of the rows in ``x``. Only the new rows
+            # can end a window: windows ending at a held row were emitted by an earlier push.
             numbers = np.arange(st.seen - held + 1, st.seen + len(rows) + 1)
-            ends = np.nonzero((numbers >= W) & ((numbers - W) % S == 0))[0]
+            is_new = np.arange(len(numbers)) >= held
+            ends = np.nonzero(is_new & (numbers >= W) & ((numbers - W) % S == 0))[0]
             if len(ends):
                 view = np.lib.stride_tricks.sliding_window_view(x, W, axis=0)  # (n-W+1, F, W)
                 starts = ends - W + 1

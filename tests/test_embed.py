@@ -1,0 +1,150 @@
+"""streamer.embed: the autoencoder, its training and batched inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer import embed as embed_mod
+from streamer.embed import LATENT_LAYER, RECON_LAYER, Embedder, build_autoencoder, train_autoencoder
+
+N_IN, LATENT = 6, 3
+
+
+@pytest.fixture(scope="module")
+def ae():
+    """A tiny autoencoder trained two epochs on correlated data."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(600, 2))
+    x = np.concatenate([base, base @ rng.normal(size=(2, 4))], axis=1).astype(np.float32)
+    model = build_autoencoder(N_IN, hidden=[8], latent_dim=LATENT, noise_std=0.05, seed=3)
+    hist = train_autoencoder(model, x[:500], x[500:], epochs=2, patience=2, batch_size=64, learning_rate=1e-2)
+    return {"model": model, "emb": Embedder(model), "hist": hist, "x": x}
+
+
+def _data(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, N_IN)).astype(np.float32)
+
+
+def test_build_autoencoder_layout():
+    m = build_autoencoder(5, hidden=[7, 4], latent_dim=2, noise_std=0.1, seed=0)
+    names = [layer.name for layer in m.layers]
+    assert names == ["window", "denoise", "enc_0", "enc_1", LATENT_LAYER, "dec_0", "dec_1", RECON_LAYER]
+    assert [m.get_layer(n).units for n in ("enc_0", "enc_1", LATENT_LAYER, "dec_0", "dec_1", RECON_LAYER)] == \
+        [7, 4, 2, 4, 7, 5]
+    no_noise = build_autoencoder(5, hidden=[3], latent_dim=2, noise_std=0.0, seed=0)
+    assert "denoise" not in [layer.name for layer in no_noise.layers]
+
+
+def test_build_autoencoder_is_seeded():
+    a = build_autoencoder(4, hidden=[3], latent_dim=2, noise_std=0.1, seed=11)
+    b = build_autoencoder(4, hidden=[3], latent_dim=2, noise_std=0.1, seed=11)
+    c = build_autoencoder(4, hidden=[3], latent_dim=2, noise_std=0.1, seed=12)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
+
+
+def test_train_autoencoder_history_and_epoch_hook():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype(np.float32)
+    m = build_autoencoder(4, hidden=[4], latent_dim=2, noise_std=0.0, seed=0)
+    seen = []
+    hist = train_autoencoder(m, x[:96], x[96:], epochs=3, patience=5, batch_size=32, learning_rate=1e-2,
+                             on_epoch=lambda e, logs: seen.append((e, sorted(logs))))
+    assert len(hist["loss"]) == len(hist["val_loss"]) == 3
+    assert all(isinstance(v, float) and np.isfinite(v) for v in hist["loss"] + hist["val_loss"])
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert all({"loss", "val_loss"} <= set(keys) for _, keys in seen)
+
+
+def test_training_reduces_loss(ae):
+    assert ae["hist"]["loss"][-1] < ae["hist"]["loss"][0]
+
+
+def test_embedder_dimensions(ae):
+    emb = ae["emb"]
+    assert (emb.n_inputs, emb.latent_dim) == (N_IN, LATENT)
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65])
+def test_embed_shapes_and_padding(ae, n):
+    emb = ae["emb"]
+    x = _data(n)
+    z, sq = emb.embed(x)
+    assert z.shape == (n, LATENT) and sq.shape == (n, N_IN)
+    assert z.dtype == np.float32 and sq.dtype == np.float32
+    if n:
+        # the same rows without padding, through the same compiled graph
+        z_ref, sq_ref = (np.asarray(a) for a in emb.infer.predict_on_batch(x))
+        np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sq, sq_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_is_row_independent(ae):
+    emb = ae["emb"]
+    x = _data(65, seed=2)
+    z_all, sq_all = emb.embed(x)
+    z_one, sq_one = emb.embed(x[17:18])
+    np.testing.assert_allclose(z_all[17:18], z_one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sq_all[17:18], sq_one, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_large_batch_chunks(ae):
+    emb = ae["emb"]
+    n = 9000  # one full chunk of MAX_INFER_BATCH and a padded remainder
+    x = _data(n, seed=3)
+    z, sq = emb.embed(x)
+    assert z.shape == (n, LATENT) and sq.shape == (n, N_IN)
+    step = embed_mod.MAX_INFER_BATCH
+    refs = [emb.infer.predict_on_batch(x[lo:lo + step]) for lo in range(0, n, step)]
+    z_ref = np.concatenate([np.asarray(r[0]) for r in refs])
+    sq_ref = np.concatenate([np.asarray(r[1]) for r in refs])
+    np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sq, sq_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_small_chunks(ae, monkeypatch):
+    emb = ae["emb"]
+    x = _data(250, seed=4)
+    z_big, sq_big = emb.embed(x)
+    monkeypatch.setattr(embed_mod, "MAX_INFER_BATCH", 100)  # chunks 100, 100, 50 (padded to 64)
+    z, sq = emb.embed(x)
+    np.testing.assert_allclose(z, z_big, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sq, sq_big, rtol=1e-5, atol=1e-6)
+
+
+def test_sq_err_is_squared_reconstruction_error(ae):
+    emb, model = ae["emb"], ae["model"]
+    x = _data(40, seed=5)
+    _, sq = emb.embed(x)
+    x_hat = np.asarray(model.predict_on_batch(x))  # inference mode: no denoising noise
+    np.testing.assert_allclose(sq, (x - x_hat) ** 2, rtol=1e-4, atol=1e-6)
+    # and z is the latent layer's output
+    import keras
+
+    encoder = keras.Model(model.inputs, model.get_layer(LATENT_LAYER).output)
+    z, _ = emb.embed(x)
+    np.testing.assert_allclose(z, np.asarray(encoder.predict_on_batch(x)), rtol=1e-4, atol=1e-6)
+
+
+def test_inference_is_deterministic(ae):
+    emb = ae["emb"]
+    x = _data(70, seed=6)
+    a, b = emb.embed(x), emb.embed(x)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_save_load_round_trip(ae, tmp_path):
+    emb = ae["emb"]
+    path = tmp_path / "m.keras"
+    emb.save(path)
+    assert path.is_file()
+    back = Embedder.load(path)
+    assert (back.n_inputs, back.latent_dim) == (emb.n_inputs, emb.latent_dim)
+    x = _data(100, seed=7)
+    z1, sq1 = emb.embed(x)
+    z2, sq2 = back.embed(x)
+    np.testing.assert_allclose(z2, z1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sq2, sq1, rtol=0, atol=1e-6)

@@ -1,0 +1,176 @@
+"""streamer.pipeline (with streamer.detector): records in, alerts and dead letters out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import orjson
+import pytest
+from conftest import flow_records
+
+from streamer.artifact import load_artifact_dir
+from streamer.pipeline import Pipeline
+from streamer.records import Record, WindowBatch
+from streamer.synth import strip_truth
+
+pytestmark = pytest.mark.slow
+
+SCAN, EXFIL = "10.0.0.19", "10.0.0.18"
+BATCH = 700
+
+
+@pytest.fixture(scope="module")
+def model(trained_model):
+    return load_artifact_dir(trained_model["path"])
+
+
+def chunks(records: list[Record], size: int = BATCH) -> list[list[Record]]:
+    return [records[lo:lo + size] for lo in range(0, len(records), size)]
+
+
+def run(pipe: Pipeline, records: list[Record] | None = None, *, batches: list[list[Record]] | None = None) -> dict:
+    """Feed records in consumer-sized batches, then flush; collect everything."""
+    results = [pipe.process(b) for b in (batches if batches is not None else chunks(records))]
+    results.append(pipe.flush())
+    scored = [r for r in results if r.scored is not None]
+    n_feat = len(pipe.windower.feature_names)
+    return {
+        "alerts": [a for r in results for a in r.alerts],
+        "dead": [d for r in results for d in r.dead],
+        "windows": WindowBatch.concat([r.windows for r in scored], n_feat),
+        "p": np.concatenate([r.scored.p_value for r in scored]),
+        "alert_flags": np.concatenate([r.scored.alert for r in scored]),
+    }
+
+
+@pytest.fixture(scope="module")
+def clean_run(model, trained_model, flows):
+    return run(Pipeline(model, trained_model["cfg"].detector), flow_records(flows["test"]))
+
+
+def test_alerts_on_the_attack_hosts_and_few_others(clean_run, flows):
+    by_entity = Counter(a["entity"] for a in clean_run["alerts"])
+    assert by_entity[SCAN] >= 1 and by_entity[EXFIL] >= 1
+    normal_windows = int(np.isin(clean_run["windows"].entity, [SCAN, EXFIL], invert=True).sum())
+    others = sum(n for e, n in by_entity.items() if e not in (SCAN, EXFIL))
+    assert normal_windows > 300
+    assert others <= max(3, 0.03 * normal_windows), by_entity
+    # the scan alerts lie on the scan
+    scan = next(a for a in flows["attacks"] if a.kind == "port_scan")
+    for a in clean_run["alerts"]:
+        if a["entity"] == SCAN:
+            assert a["window_start_ms"] < scan.end_ms and a["window_end_ms"] > scan.start_ms
+
+
+def test_alert_records_are_consistent(clean_run, model, trained_model):
+    alpha = trained_model["cfg"].detector.alpha
+    assert int(clean_run["alert_flags"].sum()) == len(clean_run["alerts"])
+    for a in clean_run["alerts"]:
+        assert a["p_value"] < alpha and a["alpha"] == alpha
+        assert a["score"] > a["threshold"] - 1e-6
+        assert a["model_version"] == model.version
+        assert a["source"]["topic"] == "t" and a["source"]["offset_start"] <= a["source"]["offset_end"]
+        assert 1 <= len(a["top_features"]) <= trained_model["cfg"].detector.top_features
+    assert len({a["alert_id"] for a in clean_run["alerts"]}) == len(clean_run["alerts"])
+
+
+def test_every_test_event_is_windowed_once(clean_run, flows):
+    assert clean_run["dead"] == []
+    assert int(clean_run["windows"].n_events.sum()) == len(flows["test"])
+
+
+def test_alert_ids_deterministic_across_fresh_pipelines(model, trained_model, flows, clean_run):
+    again = run(Pipeline(model, trained_model["cfg"].detector), flow_records(flows["test"]))
+    assert [a["alert_id"] for a in again["alerts"]] == [a["alert_id"] for a in clean_run["alerts"]]
+    assert [a["score"] for a in again["alerts"]] == [a["score"] for a in clean_run["alerts"]]
+
+
+def test_bad_records_become_dead_letters_and_do_not_stop_the_batch(model, trained_model, flows, clean_run):
+    good = flow_records(flows["test"])
+    first = strip_truth(flows["test"][0])
+    bad_values = [b"not json", b"", b"[1, 2]", orjson.dumps({**first, "bytes_out": "many"}),
+                  orjson.dumps({k: v for k, v in first.items() if k != "src_host"}),
+                  orjson.dumps({**first, "ts": 1e30}), b"\xff\xfe{}"]
+    # The same batches of good records as the clean run, with bad records mixed into them (offsets of
+    # their own, so that the good windows keep theirs).
+    batches = chunks(good)
+    for j, value in enumerate(bad_values):
+        batches[j].insert(100 + 37 * j, Record(value, "t", 0, 10_000_000 + j))
+    late = Record(orjson.dumps({**first, "src_host": "10.0.0.3"}), "t", 0, 10_000_100)
+    batches[-1].insert(5, late)  # its window closed minutes ago
+    out = run(Pipeline(model, trained_model["cfg"].detector), batches=batches)
+    reasons = Counter(d.reason for d in out["dead"])
+    assert reasons == {"not_json": 1, "empty": 1, "not_object": 1, "wrong_type": 1, "missing_field": 1,
+                       "out_of_range": 1, "unknown_encoding": 1, "late_event": 1}
+    assert {d.record.offset for d in out["dead"]} == set(range(10_000_000, 10_000_007)) | {10_000_100}
+    late_dl = next(d for d in out["dead"] if d.reason == "late_event")
+    assert late_dl.record is late
+    # the good events were windowed and scored exactly as without the bad ones
+    assert [a["alert_id"] for a in out["alerts"]] == [a["alert_id"] for a in clean_run["alerts"]]
+    assert int(out["windows"].n_events.sum()) == len(good)
+
+
+def test_counters(model, trained_model, flows):
+    pipe = Pipeline(model, trained_model["cfg"].detector)
+    records = flow_records(flows["test"][:1500]) + [Record(b"x", "t", 0, 99_999)]
+    out = run(pipe, records)
+    c = pipe.counters
+    assert (c.records, c.events) == (1501, 1500)
+    assert c.windows == len(out["windows"]) and c.alerts == len(out["alerts"])
+    assert c.dead == {"not_json": 1}
+
+
+def test_anomalous_windows_are_not_admitted(model, trained_model, flows):
+    pipe = Pipeline(model, trained_model["cfg"].detector)
+    res = pipe.detector.reservoir
+    seeded = len(model.reservoir_seed)
+    assert res.admitted == seeded == len(res)
+    out = run(pipe, flow_records(flows["test"]))
+    admit_p = trained_model["cfg"].detector.admit_p
+    judged_normal = int((out["p"] >= admit_p).sum())
+    assert res.admitted - seeded == judged_normal
+    assert judged_normal < len(out["p"])  # some windows were kept out ...
+    assert not (out["alert_flags"] & (out["p"] >= admit_p)).any()  # ... every alerting one among them
+
+
+def test_nothing_admitted_when_admit_p_is_unreachable(model, trained_model, flows):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, admit_p=1.01)
+    pipe = Pipeline(model, cfg)
+    before = pipe.detector.reservoir.data.copy()
+    run(pipe, flow_records(flows["test"][:2000]))
+    assert pipe.detector.reservoir.admitted == len(model.reservoir_seed)
+    np.testing.assert_array_equal(pipe.detector.reservoir.data, before)
+
+
+def test_held_offsets_flush_and_drop(model, trained_model, flows):
+    events = flows["test"][:1000]
+    pipe = Pipeline(model, trained_model["cfg"].detector)
+    r = pipe.process(flow_records(events))
+    # the events still in open windows: their (entity, 10 s window) did not close in this batch
+    closed = set(zip(r.windows.entity.tolist(), r.windows.start_ms.tolist()))
+    open_offsets = [i for i, e in enumerate(events) if (e["src_host"], e["ts"] // 10_000 * 10_000) not in closed]
+    assert 0 < len(open_offsets) < 1000
+    assert pipe.held_offsets() == {("t", 0): min(open_offsets)}
+    f = pipe.flush()
+    assert pipe.held_offsets() == {}
+    assert int(f.windows.n_events.sum()) == len(open_offsets)
+    assert int(r.windows.n_events.sum() + f.windows.n_events.sum()) == 1000
+    # a revoked partition's open windows are forgotten, not emitted
+    other = Pipeline(model, trained_model["cfg"].detector)
+    other.process(flow_records(events))
+    other.drop_partitions({("t", 0)})
+    assert other.held_offsets() == {} and len(other.flush().windows) == 0
+
+
+def test_empty_batch(model, trained_model):
+    r = Pipeline(model, trained_model["cfg"].detector).process([])
+    assert (r.alerts, r.dead, r.scored, len(r.windows), r.n_records) == ([], [], None, 0, 0)
+
+
+def test_pipeline_refuses_a_model_of_other_features(trained_model):
+    other = load_artifact_dir(trained_model["path"])
+    other.config.window.aggregates = ["mean"]
+    with pytest.raises(ValueError, match="other window features"):
+        Pipeline(other, trained_model["cfg"].detector)

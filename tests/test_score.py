@@ -1,0 +1,151 @@
+"""streamer.score: exact kNN distance, the reservoir, the combined score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer import score as score_mod
+from streamer.score import Reservoir, combine_scores, knn_distance
+
+
+def brute_knn(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    d = np.sqrt(((q[:, None, :].astype(np.float64) - ref[None, :, :].astype(np.float64)) ** 2).sum(axis=2))
+    return np.sort(d, axis=1)[:, :min(k, len(ref))].mean(axis=1)
+
+
+def test_knn_hand_computed():
+    ref = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    q = np.array([[0.0, 0.0], [3.0, 0.0]])
+    # q0: distances 0, 5, 10; q1: 3, 4, sqrt(9 + 64)
+    np.testing.assert_allclose(knn_distance(q, ref, 1), [0.0, 3.0], atol=1e-3)
+    np.testing.assert_allclose(knn_distance(q, ref, 2), [2.5, 3.5], atol=1e-5)
+    np.testing.assert_allclose(knn_distance(q, ref, 3), [5.0, (7 + np.sqrt(73)) / 3], atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 49, 50])
+def test_knn_matches_brute_force(k):
+    rng = np.random.default_rng(k)
+    ref = rng.normal(size=(50, 8)).astype(np.float32)
+    q = rng.normal(size=(37, 8)).astype(np.float32)
+    out = knn_distance(q, ref, k)
+    assert out.dtype == np.float64 and out.shape == (37,)
+    np.testing.assert_allclose(out, brute_knn(q, ref, k), rtol=1e-4, atol=1e-4)
+
+
+def test_knn_k_larger_than_reservoir_uses_all_entries():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4, 3))
+    q = rng.normal(size=(6, 3))
+    np.testing.assert_allclose(knn_distance(q, ref, 10), brute_knn(q, ref, 4), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(knn_distance(q, ref, 10), knn_distance(q, ref, 4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 7, 12, 100])
+def test_knn_in_small_blocks(monkeypatch, block):
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(6, 4)).astype(np.float32)
+    q = rng.normal(size=(11, 4)).astype(np.float32)
+    full = knn_distance(q, ref, 3)
+    monkeypatch.setattr(score_mod, "BLOCK_ENTRIES", block)  # 1, 1, 2 and 16 queries per block
+    out = knn_distance(q, ref, 3)
+    np.testing.assert_allclose(out, full, rtol=1e-6)
+    np.testing.assert_allclose(out, brute_knn(q, ref, 3), rtol=1e-4, atol=1e-4)
+
+
+def test_knn_given_ref_sq_and_empty_queries():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(9, 2)).astype(np.float32)
+    q = rng.normal(size=(3, 2)).astype(np.float32)
+    np.testing.assert_allclose(knn_distance(q, ref, 2, (ref * ref).sum(axis=1)), knn_distance(q, ref, 2))
+    assert knn_distance(np.empty((0, 2)), ref, 2).shape == (0,)
+
+
+def test_knn_empty_reservoir():
+    with pytest.raises(ValueError, match="empty"):
+        knn_distance(np.zeros((2, 3)), np.zeros((0, 3)), 1)
+
+
+def test_combine_scores_hand_computed():
+    s = combine_scores(np.array([2.0, 4.0]), np.array([1.0, 3.0]), knn_scale=2.0, recon_scale=1.0,
+                       recon_weight=0.25)
+    np.testing.assert_allclose(s, [0.75 * 1 + 0.25 * 1, 0.75 * 2 + 0.25 * 3])
+    only_knn = combine_scores(np.array([3.0]), np.array([100.0]), knn_scale=1.5, recon_scale=1.0, recon_weight=0.0)
+    only_recon = combine_scores(np.array([3.0]), np.array([100.0]), knn_scale=1.5, recon_scale=4.0, recon_weight=1.0)
+    assert only_knn.tolist() == [2.0] and only_recon.tolist() == [25.0]
+
+
+# -- reservoir --------------------------------------------------------------------------------------
+
+
+def _rows(a: np.ndarray) -> set[tuple]:
+    return {tuple(r) for r in np.asarray(a, dtype=np.float32).tolist()}
+
+
+def test_reservoir_fills_in_order():
+    r = Reservoir(5, 2, seed=0)
+    assert len(r) == 0 and r.data.shape == (0, 2)
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    r.add(a)
+    assert len(r) == 3 and r.admitted == 3
+    np.testing.assert_array_equal(r.data, a)
+    r.add(np.empty((0, 2)))
+    assert len(r) == 3 and r.admitted == 3
+
+
+def test_reservoir_replaces_at_capacity():
+    r = Reservoir(5, 2, seed=0)
+    first = np.arange(6, dtype=np.float32).reshape(3, 2)
+    new = 100 + np.arange(8, dtype=np.float32).reshape(4, 2)
+    r.add(first)
+    r.add(new)
+    assert len(r) == 5 and r.capacity == 5 and r.admitted == 7
+    content = _rows(r.data)
+    assert len(content) == 5
+    # rows 0, 1 of `new` filled the free slots; rows 2, 3 replaced two random slots
+    assert _rows(new[2:]) <= content
+    assert content <= _rows(first) | _rows(new)
+    for _ in range(10):
+        r.add(np.full((3, 2), 7.0, dtype=np.float32))
+    assert len(r) == 5 and r.admitted == 37
+
+
+def test_reservoir_batch_larger_than_capacity_keeps_its_newest():
+    r = Reservoir(4, 1, seed=1)
+    r.add(np.array([[-1.0]] * 4))
+    r.add(np.arange(10, dtype=np.float32)[:, None])
+    assert sorted(r.data[:, 0].tolist()) == [6.0, 7.0, 8.0, 9.0]
+    assert r.admitted == 14
+
+
+def test_reservoir_is_seeded():
+    batches = [np.random.default_rng(i).normal(size=(7, 3)) for i in range(5)]
+    a, b, c = Reservoir(10, 3, seed=3), Reservoir(10, 3, seed=3), Reservoir(10, 3, seed=4)
+    for z in batches:
+        a.add(z), b.add(z), c.add(z)
+    np.testing.assert_array_equal(a.data, b.data)
+    assert not np.array_equal(a.data, c.data)
+
+
+def test_reservoir_rejects_non_finite_and_bad_shapes():
+    r = Reservoir(5, 2)
+    r.add(np.ones((2, 2)))
+    for bad in (np.array([[1.0, np.nan]]), np.array([[np.inf, 0.0]])):
+        with pytest.raises(ValueError, match="non-finite"):
+            r.add(bad)
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        r.add(np.ones((2, 3)))
+    with pytest.raises(ValueError):
+        r.add(np.ones(2))
+    assert len(r) == 2 and r.admitted == 2  # nothing partially added
+
+
+def test_reservoir_knn_tracks_replacements():
+    rng = np.random.default_rng(2)
+    r = Reservoir(20, 4, seed=0)
+    for _ in range(6):
+        r.add(rng.normal(size=(9, 4)))
+    q = rng.normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(r.knn(q, 3), brute_knn(q, r.data, 3), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="empty"):
+        Reservoir(3, 4).knn(q, 1)

@@ -1,0 +1,129 @@
+"""streamer.train: the model card, the artifact contents, and training refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+from conftest import flow_records, make_config
+
+from streamer.artifact import load_artifact_dir
+from streamer.decode import Decoder
+from streamer.records import Record
+from streamer.score import combine_scores, knn_distance
+from streamer.train import (
+    MIN_WINDOWS,
+    TrainingError,
+    train_model,
+    validation_split,
+    windows_from_records,
+)
+from streamer.window import make_windower
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def card(trained_model):
+    return json.loads((trained_model["path"] / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def train_windows(trained_model, flows):
+    return windows_from_records(trained_model["cfg"], flow_records(flows["train"]))
+
+
+def test_card_keys(card, trained_model):
+    assert set(card) == {"created_at", "source", "data", "training", "validation", "environment", "name",
+                         "version"}
+    assert card["source"] == "test flows"
+    assert (card["name"], card["version"]) == ("default", trained_model["path"].name)
+    assert set(card["data"]) == {"records", "unusable_records", "windows", "train_windows", "validation_windows",
+                                 "window", "entities", "features", "feature_mean", "feature_std"}
+    assert set(card["training"]) == {"epochs_run", "loss", "val_loss", "best_val_loss", "seconds", "hidden",
+                                     "latent_dim", "noise_std"}
+    assert set(card["validation"]) == {"alpha", "false_alarm_rate_heldout", "false_alarm_rate_heldout_n",
+                                       "score_quantiles", "knn_scale", "recon_scale"}
+    assert set(card["validation"]["score_quantiles"]) == {"0.5", "0.9", "0.99", "0.999"}
+    assert card["environment"]["keras_backend"] in ("tensorflow", "jax", "torch")
+
+
+def test_card_data_counts(card, flows, trained_model, train_windows):
+    cfg = trained_model["cfg"]
+    wb, names, dead = train_windows
+    d = card["data"]
+    assert d["records"] == len(flows["train"])
+    assert d["unusable_records"] == {} and dead == {}
+    assert d["windows"] == len(wb) == d["train_windows"] + d["validation_windows"]
+    assert d["validation_windows"] == max(round(0.2 * d["windows"]), MIN_WINDOWS // 2)
+    assert d["window"] == "time"
+    assert d["entities"] == len({e["src_host"] for e in flows["train"]}) == 20
+    assert d["features"] == names == make_windower(Decoder(cfg.schema).feature_names, cfg.window).feature_names
+    assert len(d["feature_mean"]) == len(d["feature_std"]) == len(names)
+    # every training event lies in exactly one tumbling window
+    assert int(wb.n_events.sum()) == len(flows["train"])
+    t = card["training"]
+    assert 1 <= t["epochs_run"] <= cfg.model.epochs == 8
+    assert len(t["loss"]) == len(t["val_loss"]) == t["epochs_run"]
+    assert t["best_val_loss"] == min(t["val_loss"])
+    assert (t["hidden"], t["latent_dim"]) == (cfg.model.hidden, cfg.model.latent_dim)
+    v = card["validation"]
+    assert v["alpha"] == 0.01 and v["false_alarm_rate_heldout_n"] == d["validation_windows"] // 2
+    assert 0.0 <= v["false_alarm_rate_heldout"] <= 1.0
+    q = v["score_quantiles"]
+    assert q["0.5"] <= q["0.9"] <= q["0.99"] <= q["0.999"]
+
+
+def test_artifact_contents_are_consistent(trained_model, card, train_windows):
+    """Recompute the reservoir seed and the calibration scores from the training windows."""
+    cfg = trained_model["cfg"]
+    art = load_artifact_dir(trained_model["path"])
+    wb, names, _ = train_windows
+    tr, va = validation_split(wb, cfg.model.validation_split)
+    assert wb.end_ms[tr].max() <= wb.end_ms[va].min()  # the held-out part is the newest
+    assert art.scoring["feature_names"] == names and art.normalizer.names == names
+    assert art.scoring["k"] == cfg.detector.k and art.scoring["recon_weight"] == cfg.detector.recon_weight
+    assert art.config.to_dict() == cfg.to_dict()
+    # the reservoir seed: every training window's embedding (fewer than reservoir_size)
+    z_tr, _ = art.embedder.embed(art.normalizer.transform(wb.x[tr]))
+    assert art.reservoir_seed.shape == (card["data"]["train_windows"], cfg.model.latent_dim)
+    np.testing.assert_allclose(art.reservoir_seed, z_tr, rtol=1e-5, atol=1e-5)
+    # the calibration set: held-out windows scored against the seed
+    z_va, sq_va = art.embedder.embed(art.normalizer.transform(wb.x[va]))
+    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
+    recon = sq_va.mean(axis=1, dtype=np.float64)
+    assert art.scoring["knn_scale"] == pytest.approx(float(np.median(knn)), rel=1e-4)
+    assert art.scoring["recon_scale"] == pytest.approx(float(np.median(recon)), rel=1e-4)
+    s = combine_scores(knn, recon, knn_scale=art.scoring["knn_scale"], recon_scale=art.scoring["recon_scale"],
+                       recon_weight=art.scoring["recon_weight"])
+    np.testing.assert_allclose(art.calibration, s, rtol=1e-4, atol=1e-6)
+    assert len(art.calibration) == card["data"]["validation_windows"]
+
+
+def test_windows_from_records_counts_bad_records(tmp_path):
+    cfg = make_config(tmp_path)
+    base = {"src_host": "h", "duration_ms": 1, "bytes_out": 1, "bytes_in": 1, "packets": 1, "dst_port": 443,
+            "protocol": "tcp", "flag": "SF"}
+    recs = [Record(orjson.dumps({**base, "ts": 1000}), "t", 0, 0),
+            Record(orjson.dumps({**base, "ts": 60_000}), "t", 0, 1),
+            Record(orjson.dumps({**base, "ts": 2000}), "t", 0, 2),  # older, but in the same batch: not late
+            Record(b"garbage", "t", 0, 3),
+            Record(orjson.dumps({**base, "ts": 3000, "bytes_out": "x"}), "t", 0, 4)]
+    wb, names, dead = windows_from_records(cfg, recs)
+    assert dead == {"not_json": 1, "wrong_type": 1}
+    assert sorted(wb.n_events.tolist()) == [1, 2]
+    assert names[0] == "count"
+
+
+def test_too_little_data(tmp_path, flows):
+    cfg = make_config(tmp_path)
+    few = flow_records(flows["train"][:30])  # at most 30 windows
+    with pytest.raises(TrainingError, match=f"at least {MIN_WINDOWS} windows") as info:
+        train_model(cfg, few, source="few", show_progress=False)
+    assert "30 records" in str(info.value)
+    bad = [Record(b"not json", "t", 0, i) for i in range(100)]
+    with pytest.raises(TrainingError, match="100 unusable"):
+        train_model(cfg, bad, source="bad", show_progress=False)
+    assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
