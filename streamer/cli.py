@@ -219,6 +219,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: undefined figures (e.g. ROC-AUC of a series without anomalies) become null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -263,7 +274,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(table(figures), end="")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=float) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(_finite(figures), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if args.plots:
         for path in write_plots(result, args.plots):
             log.info("wrote %s", path)

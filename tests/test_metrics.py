@@ -59,8 +59,8 @@ def test_roc_auc_matches_sklearn_with_ties(seed):
 
 
 def test_pr_auc_hand():
-    # Thresholds high to low: 0.8 (P 1, R 1/2), 0.4 (P 1/2, R 1/2), 0.35 (P 2/3, R 1), 0.1 (P 1/2, R 1)
-    # AP = 1/2 * 1 + 0 * 1/2 + 1/2 * 2/3 + 0 = 5/6.
+    # Thresholds high to low: 0.8 (P 1, R 1/2), 0.4 (P 1/2, R 1/2), 0.35 (P 2/3, R 1),
+    # 0.1 (P 1/2, R 1). AP = 1/2 * 1 + 0 * 1/2 + 1/2 * 2/3 + 0 = 5/6.
     assert m.pr_auc(Y, S) == pytest.approx(5 / 6, abs=1e-12)
 
 

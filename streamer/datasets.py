@@ -1,0 +1,320 @@
+"""Labelled datasets for ``streamer eval``: NSL-KDD, SMD, NAB and any labelled CSV.
+
+Each dataset yields :class:`Series`: training records, test records in stream order and one label
+per test record, plus the configuration (schema and window) that suits it. Records are the same
+JSON bytes a Kafka topic would carry, so the evaluation runs the very pipeline code the detector
+runs. Layouts are those described in ``shared/datasets/*/SOURCE.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamer.errors import ConfigError
+from streamer.records import Record
+
+__all__ = ["Series", "Dataset", "dataset_root", "load_nsl_kdd", "load_smd", "load_nab", "load_csv", "nab_probation"]
+
+ENV_ROOT = "STREAMER_DATASETS"
+
+
+@dataclass
+class Series:
+    """One stream to evaluate: train on ``train``, score ``test`` in order against ``labels``."""
+
+    name: str
+    train: list[Record]
+    test: list[Record]
+    labels: np.ndarray  # int8, one per test record
+    category: str = ""  # NAB category
+    timestamps: list[str] | None = None  # NAB: test timestamps, for the results layout
+    values: np.ndarray | None = None  # NAB: test values, for the results layout
+    train_labels: np.ndarray | None = None
+
+
+@dataclass
+class Dataset:
+    name: str
+    overrides: dict[str, Any]  # config for this data: schema, window, ...
+    series: Iterator[Series]
+    n_series: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def dataset_root(root: str | os.PathLike[str] | None) -> Path:
+    """``--root`` or ``STREAMER_DATASETS``; a clear error when neither points to a directory."""
+    value = root or os.environ.get(ENV_ROOT)
+    if not value:
+        raise ConfigError("--root", f"the datasets directory (or set {ENV_ROOT})")
+    p = Path(value)
+    if not p.is_dir():
+        raise ConfigError("--root", "an existing directory", str(p))
+    return p
+
+
+def _records(rows: Sequence[dict], topic: str) -> list[Record]:
+    return [Record(orjson.dumps(r), topic, 0, i) for i, r in enumerate(rows)]
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ConfigError("--root", f"a directory holding {what}", str(path))
+    return path
+
+
+# -- NSL-KDD ---------------------------------------------------------------------------------------
+
+NSL_CATEGORICAL = ("protocol_type", "service", "flag")
+
+
+def load_nsl_kdd(root: Path) -> Dataset:
+    """Network connection records. Train on the normal records of ``KDDTrain+.txt``, test on every
+    record of ``KDDTest+.txt`` (label ``normal`` vs any attack). Each record is one window."""
+    base = _require(root / "nsl-kdd", "nsl-kdd/")
+    names = [line.split(",")[0] for line in (base / "field_names.csv").read_text().splitlines() if line.strip()]
+    numeric = [n for n in names if n not in NSL_CATEGORICAL]
+
+    def read(path: Path) -> tuple[list[dict], np.ndarray]:
+        rows, labels = [], []
+        with path.open(newline="") as f:
+            for parts in csv.reader(f):
+                if not parts:
+                    continue
+                # Records carry no time; their position stands in for it (one per second).
+                row: dict[str, Any] = {"conn": "all", "t": len(rows)}
+                for name, value in zip(names, parts):
+                    row[name] = value if name in NSL_CATEGORICAL else float(value)
+                rows.append(row)
+                labels.append(parts[len(names)] != "normal")
+        return rows, np.asarray(labels, dtype=np.int8)
+
+    train_rows, train_y = read(_require(base / "KDDTrain+.txt", "KDDTrain+.txt"))
+    test_rows, test_y = read(_require(base / "KDDTest+.txt", "KDDTest+.txt"))
+    normal_train = [r for r, y in zip(train_rows, train_y) if not y]
+    series = Series("KDDTest+", _records(normal_train, "nsl-kdd.train"), _records(test_rows, "nsl-kdd.test"), test_y,
+                    train_labels=np.zeros(len(normal_train), dtype=np.int8))
+    overrides = {
+        "schema.entity_field": "conn",
+        "schema.time_field": "t",
+        "schema.time_unit": "s",
+        "schema.numeric_fields": numeric,
+        "schema.categorical_fields": list(NSL_CATEGORICAL),
+        # 70 services: 16 buckets keep collisions rare without blowing up the input width.
+        "schema.hash_buckets": 16,
+        "window.kind": "record",
+    }
+    return Dataset("nsl-kdd", overrides, iter([series]), 1)
+
+
+# -- SMD -------------------------------------------------------------------------------------------
+
+SMD_METRICS = 38
+
+
+def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
+    """Server Machine Dataset: each machine is a series of 38 metrics (one row a minute). Train on
+    ``train/``, test on ``test/`` with ``test_label/``."""
+    base = _require(root / "smd", "smd/")
+    found = sorted(p.stem for p in (base / "train").glob("*.txt"))
+    chosen = [m for m in found if not machines or m in machines]
+    if not chosen:
+        raise ConfigError("--machines", f"machines present under {base}/train", list(machines or []))
+    cols = [f"m{i:02d}" for i in range(SMD_METRICS)]
+
+    def series() -> Iterator[Series]:
+        for m in chosen:
+            tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", dtype=np.float64, ndmin=2)
+            te = np.loadtxt(base / "test" / f"{m}.txt", delimiter=",", dtype=np.float64, ndmin=2)
+            y = np.loadtxt(base / "test_label" / f"{m}.txt", dtype=np.int8, ndmin=1)
+            if len(y) != len(te):
+                raise ConfigError("--root", f"as many labels as test rows for {m}", f"{len(y)} vs {len(te)}")
+            yield Series(m, _array_records(tr, cols, m, 0), _array_records(te, cols, m, len(tr)), y)
+
+    overrides = {
+        "schema.entity_field": "machine",
+        "schema.time_field": "t",
+        "schema.time_unit": "s",
+        "schema.numeric_fields": cols,
+        "schema.categorical_fields": [],
+        "window.kind": "count",
+        "window.size": 8,
+        "window.slide": 1,
+    }
+    return Dataset("smd", overrides, series(), len(chosen))
+
+
+def _array_records(x: np.ndarray, cols: list[str], entity: str, t0: int, *, entity_field: str = "machine") -> list[Record]:
+    out = []
+    for i, row in enumerate(x.tolist()):
+        doc = dict(zip(cols, row))
+        doc[entity_field] = entity
+        doc["t"] = (t0 + i) * 60
+        out.append(Record(orjson.dumps(doc), entity, 0, i))
+    return out
+
+
+# -- NAB -------------------------------------------------------------------------------------------
+
+
+def nab_probation(n_rows: int, share: float = 0.15) -> int:
+    """NAB's probationary period: 15% of a file, but never more than 15% of 5,000 rows."""
+    return int(min(math.floor(share * n_rows), share * 5000))
+
+
+def load_nab(root: Path) -> Dataset:
+    """The 58 NAB series. Per NAB's rules there is no training set: the detector learns from the
+    probationary period (the first rows of each file) and online after it; every row is scored."""
+    base = _require(root / "nab", "nab/")
+    windows = json.loads((base / "labels" / "combined_windows.json").read_text())
+    files = sorted(windows)
+
+    def series() -> Iterator[Series]:
+        for rel in files:
+            path = base / "data" / rel
+            ts, vals = [], []
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    ts.append(row["timestamp"])
+                    vals.append(float(row["value"]))
+            t64 = np.asarray(ts, dtype="datetime64[s]")
+            y = np.zeros(len(ts), dtype=np.int8)
+            for lo, hi in windows[rel]:
+                lo64, hi64 = np.datetime64(lo.split(".")[0].replace(" ", "T")), np.datetime64(hi.split(".")[0].replace(" ", "T"))
+                y[(t64 >= lo64) & (t64 <= hi64)] = 1
+            v = np.asarray(vals)
+            secs = t64.astype(np.int64)
+            docs = [{"series": rel, "t": int(s), "value": float(x)} for s, x in zip(secs, v)]
+            recs = _records(docs, rel)
+            n_prob = nab_probation(len(recs))
+            category = rel.split("/")[0]
+            # The whole file is the test stream (NAB scores every row after the probation); the
+            # probationary rows are also the training data.
+            yield Series(rel, recs[:n_prob], recs, y, category=category, timestamps=ts, values=v)
+
+    overrides = {
+        "schema.entity_field": "series",
+        "schema.time_field": "t",
+        "schema.time_unit": "s",
+        "schema.numeric_fields": ["value"],
+        "schema.categorical_fields": [],
+        "window.kind": "count",
+        "window.size": 8,
+        "window.slide": 1,
+    }
+    return Dataset("nab", overrides, series(), len(files), extra={"windows": windows, "base": base})
+
+
+# -- any labelled CSV ------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> Any:
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return v if math.isfinite(v) else None
+
+
+def load_csv(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    label_col: str,
+    sep: str = ",",
+    time_col: str | None = None,
+    entity_col: str | None = None,
+    feature_cols: Sequence[str] | None = None,
+    drop_cols: Sequence[str] = (),
+    train_rows: int | None = None,
+    train_frac: float | None = None,
+    train_normal_only: bool = False,
+    label_normal: str | None = None,
+    window: str | None = None,
+) -> Dataset:
+    """A user's own labelled CSV files; each file is its own series, trained on its first rows."""
+    if (train_rows is None) == (train_frac is None):
+        raise ConfigError("--train-rows/--train-frac", "exactly one of them")
+    if train_frac is not None and not 0 < train_frac < 1:
+        raise ConfigError("--train-frac", "a share in (0, 1)", train_frac)
+    if train_rows is not None and train_rows < 1:
+        raise ConfigError("--train-rows", "a positive number of rows", train_rows)
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise ConfigError("--csv", "existing CSV files", str(p))
+
+    def read(p: Path) -> tuple[list[str], list[dict[str, Any]]]:
+        with p.open("r", encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter=sep)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            rows = [{k: _cell(v.strip()) for k, v in r.items() if k and v is not None and v.strip() != ""}
+                    for r in reader]
+        if label_col not in header:
+            raise ConfigError("--label-col", f"a column of {p.name} ({', '.join(header)})", label_col)
+        return header, rows
+
+    header0, _ = read(files[0])
+    skip = {label_col, *drop_cols, *([time_col] if time_col else []), *([entity_col] if entity_col else [])}
+    for name in [time_col, entity_col, *(feature_cols or []), *drop_cols]:
+        if name and name not in header0:
+            raise ConfigError("--csv", f"a column named {name!r} in {files[0].name}", ", ".join(header0))
+    loaded = [read(p) for p in files]
+    # Column types from the first file: numeric if every present cell is a number, else categorical.
+    candidates = list(feature_cols) if feature_cols else [h for h in header0 if h not in skip]
+    rows0 = loaded[0][1]
+    numeric = [c for c in candidates if all(isinstance(r.get(c), float) for r in rows0 if c in r)]
+    categorical = [c for c in candidates if c not in numeric]
+
+    def label_of(v: Any) -> int:
+        if label_normal is not None:
+            return int(str(v if not isinstance(v, float) or not v.is_integer() else int(v)) != label_normal)
+        if isinstance(v, float):
+            return int(v != 0)
+        raise ConfigError("--label-normal", f"the value of normal rows (labels are not numeric, e.g. {v!r})")
+
+    def series() -> Iterator[Series]:
+        for p, (_, rows) in zip(files, loaded):
+            rows = [r for r in rows if label_col in r]
+            y = np.asarray([label_of(r[label_col]) for r in rows], dtype=np.int8)
+            n_train = train_rows if train_rows is not None else int(len(rows) * float(train_frac or 0))
+            if not 0 < n_train < len(rows):
+                raise ConfigError("--train-rows/--train-frac", f"fewer training rows than {p.name} has ({len(rows)})", n_train)
+            docs = []
+            for i, r in enumerate(rows):
+                d = {c: r[c] for c in numeric + categorical if c in r}
+                for c in categorical:
+                    if c in d:
+                        d[c] = str(d[c])
+                d["entity"] = str(r.get(entity_col, "all")) if entity_col else "all"
+                d["t"] = i
+                docs.append(d)
+            recs = _records(docs, p.stem)
+            train, ty = recs[:n_train], y[:n_train]
+            if train_normal_only:
+                train = [r for r, lab in zip(train, ty) if not lab]
+                ty = np.zeros(len(train), dtype=np.int8)
+            yield Series(p.stem, train, recs[n_train:], y[n_train:], train_labels=ty)
+
+    kind = window or ("count" if time_col and not categorical else "record")
+    overrides = {
+        "schema.entity_field": "entity",
+        "schema.time_field": "t",
+        "schema.time_unit": "s",
+        "schema.numeric_fields": numeric,
+        "schema.categorical_fields": categorical,
+        "window.kind": kind,
+        "window.size": 8,
+        "window.slide": 1,
+    }
+    name = files[0].stem if len(files) == 1 else "csv"
+    return Dataset(name, overrides, series(), len(files), extra={"numeric": numeric, "categorical": categorical})

@@ -1,0 +1,40 @@
+"""NAB figures for ``streamer eval --dataset nab``: the corpus score of every detector under NAB's
+three profiles, and optionally the per-row scores in NAB's results layout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamer import nab
+from streamer.datasets import Dataset
+from streamer.evaluate import DatasetResult
+
+__all__ = ["nab_figures"]
+
+log = logging.getLogger(__name__)
+
+_KEYS = {"standard": "nab_standard", "reward_low_FP_rate": "nab_low_fp", "reward_low_FN_rate": "nab_low_fn"}
+
+
+def nab_figures(ds: Dataset, result: DatasetResult, detectors: Sequence[str], *, results_dir: str | None = None) -> None:
+    """Add ``nab_standard``, ``nab_low_fp`` and ``nab_low_fn`` to each detector's figures."""
+    windows = ds.extra["windows"]
+    for det in detectors:
+        files = []
+        for s in result.series:
+            ts = np.asarray(s.timestamps, dtype="datetime64[s]")
+            ranges = nab.window_index_ranges(ts, windows.get(s.name, []))
+            files.append(nab.FileScores(s.name, ts, np.clip(s.unit_scores[det], 0.0, 1.0), ranges))
+            if results_dir:
+                nab.write_results(results_dir, det, s.category, s.name.split("/", 1)[1], s.timestamps, s.values,
+                                  np.clip(s.unit_scores[det], 0.0, 1.0), nab.labels_from_windows(len(ts), ranges))
+        scores = nab.score_all_profiles(files)
+        for profile, key in _KEYS.items():
+            result.figures[det][key] = float(scores[profile]["score_normalized"])
+            result.figures[det][key + "_threshold"] = float(scores[profile]["threshold"])
+    if results_dir:
+        log.info("NAB results layout written under %s", Path(results_dir))
