@@ -49,6 +49,12 @@ class Normalizer:
         # Columns with a degenerate IQR (mostly constant, e.g. rare one-hot buckets) use the std.
         scale = np.where(scale > 1e-9, scale, std_t)
         scale = np.where(scale > 1e-9, scale, 1.0)
+        # Binary columns (one-hot categorical buckets, 0/1 flags) keep their 0/1 scale: dividing a
+        # rare bucket by its tiny std would make every rare-but-normal category look extreme.
+        binary = ((x == 0) | (x == 1)).all(axis=0)
+        log &= ~binary
+        center = np.where(binary, 0.0, center)
+        scale = np.where(binary, 1.0, scale)
         return cls(list(names), log, center, scale)
 
     def transform(self, x: np.ndarray) -> np.ndarray:

@@ -36,13 +36,16 @@ def test_robust_centre_and_scale_hand_computed():
     assert n.log.tolist() == [False, False, False]
     # a: median 3, IQR 4 - 2 = 2 -> scale 2 / 1.349
     assert n.center[0] == 3.0 and n.scale[0] == pytest.approx(2 / 1.349)
-    # mostly-zero column: IQR 0 -> the standard deviation (0.4 for a 20 % share of ones)
-    assert n.center[1] == 0.0 and n.scale[1] == pytest.approx(0.4)
+    # binary (one-hot) column: kept on its 0/1 scale, not divided by its small std (0.4 here)
+    assert n.center[1] == 0.0 and n.scale[1] == 1.0
     # constant column: IQR 0, std 0 -> scale 1
     assert n.center[2] == 7.0 and n.scale[2] == 1.0
+    # a mostly-zero column that is not binary: IQR 0 -> the standard deviation
+    m = Normalizer.fit(np.array([[0.0], [0.0], [0.0], [0.0], [2.0]] * 2), ["rare"])
+    assert m.scale[0] == pytest.approx(0.8)
     z = n.transform(np.array([[5.0, 1.0, 9.0]]))
     assert z.dtype == np.float32
-    np.testing.assert_allclose(z[0], [2 / (2 / 1.349), 2.5, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(z[0], [2 / (2 / 1.349), 1.0, 2.0], rtol=1e-6)
 
 
 def test_log_column_hand_computed():
