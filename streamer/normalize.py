@@ -44,10 +44,11 @@ class Normalizer:
         t = np.where(log, np.log1p(np.maximum(x, 0)), x)
         center = np.median(t, axis=0)
         q75, q25 = np.percentile(t, [75, 25], axis=0)
-        scale = (q75 - q25) / 1.349  # IQR of a normal distribution is 1.349 sigma
-        std_t = t.std(axis=0)
-        # Columns with a degenerate IQR (mostly constant, e.g. rare one-hot buckets) use the std.
-        scale = np.where(scale > 1e-9, scale, std_t)
+        robust = (q75 - q25) / 1.349  # IQR of a normal distribution is 1.349 sigma
+        # Never tighter than the standard deviation: a column whose middle half barely moves (an
+        # IQR near 0) but whose normal values still spread would otherwise turn every ordinary
+        # excursion into dozens of sigmas and drown the other columns' reconstruction error.
+        scale = np.maximum(robust, t.std(axis=0))
         scale = np.where(scale > 1e-9, scale, 1.0)
         # Binary columns (one-hot categorical buckets, 0/1 flags) keep their 0/1 scale: dividing a
         # rare bucket by its tiny std would make every rare-but-normal category look extreme.
