@@ -31,12 +31,20 @@ def alert_id(topic: str, partition: int, offset_lo: int, offset_hi: int, entity:
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def _feature_of(column: str) -> str:
+    """The input feature a window column comes from: drop the lag (``@-3``) and the hash bucket
+    (``#5``), keep an aggregate suffix (``.mean``)."""
+    column = column.split("@")[0]
+    if "#" not in column:
+        return column
+    field, rest = column.split("#", 1)
+    return field + ("." + rest.split(".", 1)[1] if "." in rest else "")
+
+
 def feature_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
     """Group window columns by the input feature they come from (``bytes@-3`` -> ``bytes``,
     ``proto#5`` -> ``proto``, ``bytes.mean`` stays). Returns the group names and a (F, G) 0/1 matrix."""
-    base = [n.split("@")[0] for n in names]
-    base = [b.split("#")[0] + ("." + b.rsplit(".", 1)[1] if "#" in b and "." in b.split("#")[1] else "")
-            for b in base]
+    base = [_feature_of(n) for n in names]
     groups = list(dict.fromkeys(base))
     index = {g: i for i, g in enumerate(groups)}
     m = np.zeros((len(names), len(groups)), dtype=np.float64)

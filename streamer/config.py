@@ -125,6 +125,9 @@ class ModelConfig:
     train_batch_size: int = _f(256, "Training batch size.")
     learning_rate: float = _f(1e-3, "Adam learning rate.")
     validation_split: float = _f(0.2, "Share of training windows held out for validation and calibration.")
+    feature_error_norm: bool = _f(
+        True, "Divide each feature's reconstruction error by its typical value on held-out normal windows."
+    )
     seed: int = _f(7, "Random seed of training.")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from streamer.artifact import ModelArtifact
 from streamer.calibrate import Calibrator
 from streamer.config import DetectorConfig
-from streamer.score import Reservoir, combine_scores
+from streamer.score import Reservoir, combine_scores, recon_error
 
 __all__ = ["Detector", "Scored"]
 
@@ -27,7 +27,7 @@ class Scored:
     alert: np.ndarray  # bool
     knn: np.ndarray
     recon: np.ndarray
-    sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error
+    sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error (scaled, as scored)
 
 
 class Detector:
@@ -38,6 +38,8 @@ class Detector:
         self.recon_weight = float(model.scoring["recon_weight"])
         self.knn_scale = float(model.scoring["knn_scale"])
         self.recon_scale = float(model.scoring["recon_scale"])
+        scale = model.scoring.get("feature_error_scale")
+        self.err_scale = None if scale is None else np.asarray(scale, dtype=np.float64)
         self.reservoir = Reservoir(cfg.reservoir_size, model.embedder.latent_dim, seed=cfg.seed)
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
@@ -52,7 +54,9 @@ class Detector:
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
-        recon = sq.mean(axis=1, dtype=np.float64)
+        if self.err_scale is not None:
+            sq = sq / self.err_scale  # per-feature errors in units of their normal size
+        recon = recon_error(sq)
         s = combine_scores(knn, recon, knn_scale=self.knn_scale, recon_scale=self.recon_scale,
                            recon_weight=self.recon_weight)
         p = self.calibrator.p_values(s)

@@ -40,6 +40,9 @@ def _import_keras():  # noqa: ANN202
 
 
 keras = _import_keras()
+# Each new padded batch size traces the predict function once; TensorFlow warns about it at the
+# fifth trace, which is expected here (a handful of power-of-two sizes per model).
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 __all__ = ["Embedder", "build_autoencoder", "train_autoencoder"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Reservoir", "knn_distance", "combine_scores"]
+__all__ = ["Reservoir", "knn_distance", "combine_scores", "recon_error"]
 
 # Queries x reservoir entries per block of the distance matrix (float32): 16M entries = 64 MiB,
 # large enough for BLAS to run at full speed, small enough to stay in memory on a laptop.
@@ -34,6 +34,16 @@ def knn_distance(queries: np.ndarray, ref: np.ndarray, k: int, ref_sq: np.ndarra
         part = np.partition(d2, k - 1, axis=1)[:, :k] if k < m else d2
         out[lo:lo + step] = np.sqrt(np.maximum(part, 0.0)).mean(axis=1)
     return out
+
+
+def recon_error(sq_err: np.ndarray, err_scale: np.ndarray | None = None) -> np.ndarray:
+    """Reconstruction error of each row: the mean over features of the squared error, each feature's
+    error first divided by its typical value on normal held-out windows (``err_scale``) when given,
+    so that a feature the model always reconstructs poorly does not drown one it normally gets right."""
+    sq = np.asarray(sq_err, dtype=np.float64)
+    if err_scale is not None:
+        sq = sq / err_scale
+    return sq.mean(axis=1)
 
 
 def combine_scores(knn: np.ndarray, recon: np.ndarray, *, knn_scale: float, recon_scale: float,

@@ -30,7 +30,7 @@ from streamer.errors import StreamerError
 from streamer.normalize import Normalizer
 from streamer.progress import Progress
 from streamer.records import Record, WindowBatch
-from streamer.score import combine_scores, knn_distance
+from streamer.score import combine_scores, knn_distance, recon_error
 from streamer.window import make_windower
 
 __all__ = ["windows_from_records", "validation_split", "train_model", "TrainingError", "MIN_WINDOWS"]
@@ -121,7 +121,13 @@ def train_model(
     k = cfg.detector.k
     z_va, sq_va = embedder.embed(xn_va)
     knn_va = knn_distance(z_va, seed, k)
-    rec_va = sq_va.mean(axis=1, dtype=np.float64)
+    # Per-feature error scale: the mean squared error of each feature on held-out normal windows
+    # (floored at 1% of the average so a perfectly reconstructed feature cannot explode).
+    err_scale = None
+    if m.feature_error_norm:
+        per_feature = sq_va.astype(np.float64).mean(axis=0)
+        err_scale = np.maximum(per_feature, 0.01 * per_feature.mean() + 1e-12)
+    rec_va = recon_error(sq_va, err_scale)
     knn_scale = float(np.median(knn_va)) or 1.0
     recon_scale = float(np.median(rec_va)) or 1.0
     w = cfg.detector.recon_weight
@@ -171,6 +177,7 @@ def train_model(
         "environment": {"python": platform.python_version(), "keras_backend": _backend()},
     }
     scoring = {"k": k, "recon_weight": w, "knn_scale": knn_scale, "recon_scale": recon_scale,
+               "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names}
     path = save_artifact(
         cfg.model.dir, cfg.model.name, embedder=embedder, normalizer=normalizer, reservoir_seed=seed,

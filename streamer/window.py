@@ -158,12 +158,21 @@ class CountWindower:
         if not out_x:
             return WindowBatch.empty(len(self.feature_names))
         counts = [len(m[1]) for m in out_meta]
-        rep = lambda i: np.repeat(np.asarray([m[0][i] for m in out_meta], dtype=object), counts)  # noqa: E731
+        keys = [m[0] for m in out_meta]
+
+        def per_window(values: list) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=object), counts)
+
         return WindowBatch(
-            entity=rep(2), start_ms=np.concatenate([m[1] for m in out_meta]),
-            end_ms=np.concatenate([m[2] for m in out_meta]), x=np.concatenate(out_x), topic=rep(0),
-            partition=rep(1).astype(np.int64), offset_lo=np.concatenate([m[3] for m in out_meta]),
-            offset_hi=np.concatenate([m[4] for m in out_meta]), n_events=np.full(sum(counts), self.size, dtype=np.int64),
+            entity=per_window([k[2] for k in keys]),
+            start_ms=np.concatenate([m[1] for m in out_meta]),
+            end_ms=np.concatenate([m[2] for m in out_meta]),
+            x=np.concatenate(out_x),
+            topic=per_window([k[0] for k in keys]),
+            partition=per_window([k[1] for k in keys]).astype(np.int64),
+            offset_lo=np.concatenate([m[3] for m in out_meta]),
+            offset_hi=np.concatenate([m[4] for m in out_meta]),
+            n_events=np.full(sum(counts), self.size, dtype=np.int64),
         )
 
     def _evict(self) -> None:

@@ -93,7 +93,11 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     # the calibration set: held-out windows scored against the seed
     z_va, sq_va = art.embedder.embed(art.normalizer.transform(wb.x[va]))
     knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
-    recon = sq_va.mean(axis=1, dtype=np.float64)
+    # each feature's error in units of its mean squared error on these held-out windows (floored)
+    per_feature = sq_va.astype(np.float64).mean(axis=0)
+    err_scale = np.maximum(per_feature, 0.01 * per_feature.mean() + 1e-12)
+    np.testing.assert_allclose(art.scoring["feature_error_scale"], err_scale, rtol=1e-6)
+    recon = (sq_va / err_scale).mean(axis=1)
     assert art.scoring["knn_scale"] == pytest.approx(float(np.median(knn)), rel=1e-4)
     assert art.scoring["recon_scale"] == pytest.approx(float(np.median(recon)), rel=1e-4)
     s = combine_scores(knn, recon, knn_scale=art.scoring["knn_scale"], recon_scale=art.scoring["recon_scale"],

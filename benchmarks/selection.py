@@ -1,0 +1,137 @@
+"""Choose detector settings on validation data carved out of the TRAINING split, never test labels.
+
+* ``nsl-kdd``: train on the normal records of the first 80% of ``KDDTrain+.txt``; validate on the
+  last 20% of ``KDDTrain+.txt`` (its own attack labels; ``KDDTest+.txt`` is never read).
+* ``smd``: per machine, train on the first 80% of ``train/``; validate on the last 20% of
+  ``train/`` with synthetic anomalies injected (spikes, level shifts and noise bursts on a few
+  random metrics for 5-40 rows); ``test/`` is never read. (SMD's train split is unlabelled and
+  may hold real anomalies: this measures relative, not absolute, quality.)
+
+For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
+detector, so a default can be picked before any test figure is seen.
+
+    .venv/bin/python benchmarks/selection.py --dataset nsl-kdd --root ../shared/datasets
+    .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamer import datasets, metrics  # noqa: E402
+from streamer.config import load_config  # noqa: E402
+from streamer.evaluate import evaluate_series  # noqa: E402
+from streamer.records import Record  # noqa: E402
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "no-feature-error-norm": {"model.feature_error_norm": False},
+    "recon-weight-0.2": {"detector.recon_weight": 0.2},
+    "recon-weight-0.8": {"detector.recon_weight": 0.8},
+    "latent-16": {"model.latent_dim": 16},
+}
+TELEMETRY_VARIANTS = {"window-4": {"window.size": 4}, "window-16": {"window.size": 16}}
+
+
+def nsl_validation(root: Path) -> datasets.Dataset:
+    base = root / "nsl-kdd"
+    names = [line.split(",")[0] for line in (base / "field_names.csv").read_text().splitlines() if line.strip()]
+    rows, y = [], []
+    with (base / "KDDTrain+.txt").open(newline="") as f:
+        for parts in csv.reader(f):
+            r: dict[str, object] = {"conn": "all", "t": len(rows)}
+            for n, v in zip(names, parts):
+                r[n] = v if n in datasets.NSL_CATEGORICAL else float(v)
+            rows.append(r)
+            y.append(parts[len(names)] != "normal")
+    cut = int(len(rows) * 0.8)
+    lab = np.asarray(y, dtype=np.int8)
+    train = [Record(orjson.dumps(r), "train", 0, i) for i, r in enumerate(rows[:cut]) if not lab[i]]
+    val = [Record(orjson.dumps(r), "val", 0, i) for i, r in enumerate(rows[cut:])]
+    ds = datasets.load_nsl_kdd(root)  # for its overrides only; its series (the test file) is not read
+    return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series("KDDTrain+ last 20%", train, val, lab[cut:])]), 1)
+
+
+def inject(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic anomalies on a copy of ``x`` (rows x metrics); returns it and row labels."""
+    x = x.copy()
+    y = np.zeros(len(x), dtype=np.int8)
+    std = x.std(axis=0) + 1e-3
+    n_events = max(3, len(x) // 400)
+    for _ in range(n_events):
+        lo = int(rng.integers(50, len(x) - 50))
+        hi = lo + int(rng.integers(5, 40))
+        cols = rng.choice(x.shape[1], size=int(rng.integers(1, 5)), replace=False)
+        kind = rng.integers(3)
+        if kind == 0:
+            x[lo:hi, cols] += 4 * std[cols]
+        elif kind == 1:
+            x[lo:hi, cols] -= 3 * std[cols]
+        else:
+            x[lo:hi, cols] += rng.normal(0, 3, size=(hi - lo, len(cols))) * std[cols]
+        y[lo:hi] = 1
+    return np.clip(x, 0, None), y
+
+
+def smd_validation(root: Path, machines: int, seed: int) -> datasets.Dataset:
+    base = root / "smd"
+    ds = datasets.load_smd(root)
+    names = sorted(p.stem for p in (base / "train").glob("*.txt"))[:machines]
+    cols = [f"m{i:02d}" for i in range(datasets.SMD_METRICS)]
+    rng = np.random.default_rng(seed)
+
+    def series():
+        for m in names:
+            tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
+            cut = int(len(tr) * 0.8)
+            xv, y = inject(tr[cut:], rng)
+            yield datasets.Series(m, datasets._array_records(tr[:cut], cols, m, 0),
+                                  datasets._array_records(xv, cols, m, cut), y)
+
+    return datasets.Dataset("smd-validation", ds.overrides, series(), len(names))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["nsl-kdd", "smd"], required=True)
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--machines", type=int, default=3)
+    ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    root = datasets.dataset_root(args.root)
+    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset == "smd" else {}))
+    if args.variants:
+        variants = {k: variants[k] for k in args.variants.split(",")}
+    results: dict[str, dict[str, float]] = {}
+    for name, ov in variants.items():
+        ds = nsl_validation(root) if args.dataset == "nsl-kdd" else smd_validation(root, args.machines, args.seed)
+        cfg = load_config(overrides={**ds.overrides, **ov, "detector.alpha": 0.01}, environ={})
+        rocs, prs = [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg.model.dir = tmp
+            for s in ds.series:
+                res = evaluate_series(s, cfg, ["streamer"], workdir=Path(tmp))
+                rocs.append(metrics.roc_auc(res.labels, res.scores["streamer"]))
+                prs.append(metrics.pr_auc(res.labels, res.scores["streamer"]))
+        results[name] = {"roc_auc": float(np.mean(rocs)), "pr_auc": float(np.mean(prs))}
+        print(f"{name:<24} validation ROC-AUC {results[name]['roc_auc']:.4f}  PR-AUC {results[name]['pr_auc']:.4f}",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
