@@ -149,3 +149,17 @@ def test_reservoir_knn_tracks_replacements():
     np.testing.assert_allclose(r.knn(q, 3), brute_knn(q, r.data, 3), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="empty"):
         Reservoir(3, 4).knn(q, 1)
+
+
+def test_large_reservoir_uses_the_tree_and_stays_exact():
+    from streamer.score import KD_TREE_MIN_SIZE, Reservoir, knn_distance
+
+    rng = np.random.default_rng(5)
+    r = Reservoir(KD_TREE_MIN_SIZE + 500, 6, seed=1)
+    r.add(rng.normal(size=(KD_TREE_MIN_SIZE + 100, 6)))
+    q = rng.normal(size=(300, 6)).astype(np.float32)
+    np.testing.assert_allclose(r.knn(q, 7), knn_distance(q, r.data, 7), rtol=1e-4, atol=1e-5)
+    assert r._tree is not None
+    r.add(rng.normal(size=(50, 6)))  # an admission invalidates the tree; the next query sees it
+    assert r._tree is None
+    np.testing.assert_allclose(r.knn(q, 7), knn_distance(q, r.data, 7), rtol=1e-4, atol=1e-5)
