@@ -40,7 +40,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
 }
-TELEMETRY_VARIANTS = {"window-4": {"window.size": 4}, "window-16": {"window.size": 16}}
+TELEMETRY_VARIANTS = {
+    "window-4": {"window.size": 4},
+    "window-16": {"window.size": 16},
+    "window-2": {"window.size": 2},
+    "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
+    "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
+}
 
 
 def nsl_validation(root: Path) -> datasets.Dataset:
