@@ -106,7 +106,10 @@ class CountWindower:
         self.max_entities = cfg.max_entities
         self.base_names = list(feature_names)
         self.feature_names = [f"{n}@-{lag}" for lag in range(self.size - 1, -1, -1) for n in feature_names]
+        # Least recently seen first, over all partitions (for the max_entities bound) and per
+        # partition (for idle eviction: partitions advance at different paces in event time).
         self._state: OrderedDict[Key, _CountState] = OrderedDict()
+        self._lru: dict[Partition, OrderedDict[Key, None]] = {}
         self._watermark: dict[Partition, int] = {}
         self.unwindowed = 0
 
@@ -150,8 +153,11 @@ class CountWindower:
             self._state[key] = st
             self._state.move_to_end(key)
             part = (key[0], key[1])
+            lru = self._lru.setdefault(part, OrderedDict())
+            lru[key] = None
+            lru.move_to_end(key)
             self._watermark[part] = max(self._watermark.get(part, st.last_ms), st.last_ms)
-        self._evict()
+        self._evict({(k[0], k[1]) for k in keys})
         return self._emit(out_x, out_meta), np.empty(0, dtype=np.int64)
 
     def _emit(self, out_x: list[np.ndarray], out_meta: list[tuple]) -> WindowBatch:
@@ -175,16 +181,23 @@ class CountWindower:
             n_events=np.full(sum(counts), self.size, dtype=np.int64),
         )
 
-    def _evict(self) -> None:
-        while self._state:
-            key, st = next(iter(self._state.items()))
-            wm = self._watermark.get((key[0], key[1]), st.last_ms)
-            if len(self._state) > self.max_entities or st.last_ms < wm - self.idle_ms:
-                self._state.popitem(last=False)
-                if st.seen < self.size:
-                    self.unwindowed += st.seen
-            else:
-                break
+    def _evict(self, partitions: set[Partition]) -> None:
+        for part in partitions:
+            lru = self._lru.get(part)
+            wm = self._watermark.get(part)
+            while lru and wm is not None:
+                key = next(iter(lru))
+                if self._state[key].last_ms >= wm - self.idle_ms:
+                    break
+                self._forget(key)
+        while len(self._state) > self.max_entities:
+            self._forget(next(iter(self._state)))
+
+    def _forget(self, key: Key) -> None:
+        st = self._state.pop(key)
+        self._lru[(key[0], key[1])].pop(key, None)
+        if st.seen < self.size:
+            self.unwindowed += st.seen
 
     def flush(self) -> WindowBatch:
         # Count windows are complete by construction; entities short of ``size`` events stay open.
@@ -203,6 +216,7 @@ class CountWindower:
             del self._state[key]
         for p in partitions:
             self._watermark.pop(p, None)
+            self._lru.pop(p, None)
 
 
 class TimeWindower:

@@ -361,3 +361,25 @@ def test_time_empty_push():
     w = time_w()
     wb, late = w.push(EventBatch.empty(1))
     assert len(wb) == 0 and wb.x.shape == (0, 6) and late.shape == (0,)
+
+
+def test_count_idle_eviction_is_per_partition():
+    """A partition read ahead of another must not keep its own idle entities alive."""
+    from streamer.config import WindowConfig
+    from streamer.records import EventBatch
+    from streamer.window import CountWindower
+
+    cfg = WindowConfig(kind="count", size=2, slide=1, idle_timeout_s=10.0)
+    w = CountWindower(["v"], cfg)
+
+    def batch(part: int, ents: list[str], t_ms: list[int], first_offset: int) -> EventBatch:
+        n = len(ents)
+        return EventBatch(np.asarray(ents, dtype=object), np.asarray(t_ms, dtype=np.int64), np.ones((n, 1)),
+                          np.asarray(["t"] * n, dtype=object), np.full(n, part, dtype=np.int64),
+                          np.arange(first_offset, first_offset + n, dtype=np.int64))
+
+    w.push(batch(1, ["slow"], [0], 0))          # partition 1: one entity, then nothing more
+    w.push(batch(0, ["a", "b"], [0, 0], 0))     # partition 0: a and b at t=0
+    w.push(batch(0, ["b"], [60_000], 2))        # partition 0 moves on 60 s; a is idle there
+    assert w.n_entities == 2  # a evicted although 'slow' (older in the global order) stays
+    assert {k[2] for k in w._state} == {"slow", "b"}
