@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "recon-weight-0.2": {"detector.recon_weight": 0.2},
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
+    "no-std-floor": {"model.scale_std_floor": False},
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},
@@ -46,6 +47,7 @@ TELEMETRY_VARIANTS = {
     "window-2": {"window.size": 2},
     "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
     "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
+    "window-2-latent-16-no-std-floor": {"window.size": 2, "model.latent_dim": 16, "model.scale_std_floor": False},
 }
 
 

@@ -32,7 +32,7 @@ class Normalizer:
     clip: float = CLIP
 
     @classmethod
-    def fit(cls, x: np.ndarray, names: list[str]) -> Normalizer:
+    def fit(cls, x: np.ndarray, names: list[str], *, std_floor: bool = True) -> Normalizer:
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"need at least 2 training windows to fit a normalizer, got shape {x.shape}")
         if not np.isfinite(x).all():
@@ -48,7 +48,8 @@ class Normalizer:
         # Never tighter than the standard deviation: a column whose middle half barely moves (an
         # IQR near 0) but whose normal values still spread would otherwise turn every ordinary
         # excursion into dozens of sigmas and drown the other columns' reconstruction error.
-        scale = np.maximum(robust, t.std(axis=0))
+        # (``std_floor=False``: the robust scale alone, the std only where the IQR is 0.)
+        scale = np.maximum(robust, t.std(axis=0)) if std_floor else np.where(robust > 1e-9, robust, t.std(axis=0))
         scale = np.where(scale > 1e-9, scale, 1.0)
         # Binary columns (one-hot categorical buckets, 0/1 flags) keep their 0/1 scale: dividing a
         # rare bucket by its tiny std would make every rare-but-normal category look extreme.
