@@ -33,7 +33,8 @@ from streamer.config import StreamerConfig, config_from_dict
 from streamer.errors import ArtifactError
 from streamer.normalize import Normalizer
 
-__all__ = ["ModelArtifact", "save_artifact", "load_artifact", "list_versions", "new_version"]
+__all__ = ["ModelArtifact", "save_artifact", "load_artifact", "list_versions", "new_version", "verify_artifact_dir",
+           "checksum"]
 
 FORMAT = 1
 _FILES = ("model.keras", "normalizer.json", "reservoir.npy", "calibration.npy", "scoring.json", "config.json",
@@ -87,12 +88,16 @@ def save_artifact(
     config: StreamerConfig,
     card: dict[str, Any],
     version: str | None = None,
+    root: str | Path | None = None,
 ) -> Path:
-    """Write a new version (temporary directory, then an atomic rename) and return its path."""
+    """Write a new version (temporary directory, then an atomic rename) and return its path.
+
+    ``root`` is the directory the version is created in, ``<models_dir>/<name>`` by default (the
+    retrainer writes rejected candidates under ``<models_dir>/<name>/rejected/``)."""
     version = version or new_version()
     if not _VERSION_RE.match(version) or not _VERSION_RE.match(name):
         raise ArtifactError(f"bad model name or version: {name!r}/{version!r}")
-    root = Path(models_dir) / name
+    root = Path(models_dir) / name if root is None else Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / version
     if final.exists():
@@ -106,7 +111,7 @@ def save_artifact(
         np.save(tmp / "reservoir.npy", np.asarray(reservoir_seed, dtype=np.float32), allow_pickle=False)
         np.save(tmp / "calibration.npy", np.asarray(calibration, dtype=np.float64), allow_pickle=False)
         _write_json(tmp / "scoring.json", scoring)
-        _write_json(tmp / "config.json", config.to_dict())
+        _write_json(tmp / "config.json", config.public_dict())  # secrets (model.hmac_key) left out
         _write_json(tmp / "card.json", {**card, "name": name, "version": version})
         manifest = {"format": FORMAT, "name": name, "version": version,
                     "files": {f: _sha256(tmp / f) for f in _FILES}}
@@ -145,7 +150,9 @@ def load_artifact(models_dir: str | Path, name: str, version: str | None = None)
     return load_artifact_dir(path)
 
 
-def load_artifact_dir(path: str | Path) -> ModelArtifact:
+def verify_artifact_dir(path: str | Path) -> dict[str, Any]:
+    """Check a version directory against its manifest (every file present, every sha256 right)
+    without loading the model; returns the manifest. Raises :class:`ArtifactError`."""
     path = Path(path)
     mpath = path / "MANIFEST.json"
     if not mpath.is_file():
@@ -165,6 +172,12 @@ def load_artifact_dir(path: str | Path) -> ModelArtifact:
             raise ArtifactError(f"{path}: {f} is missing")
         if _sha256(p) != files[f]:
             raise ArtifactError(f"{path}: checksum mismatch for {f} (corrupted or modified)")
+    return manifest
+
+
+def load_artifact_dir(path: str | Path) -> ModelArtifact:
+    path = Path(path)
+    manifest = verify_artifact_dir(path)
     from streamer.embed import Embedder  # Keras is slow to import; only loaded when needed
 
     try:

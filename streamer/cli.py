@@ -1,4 +1,4 @@
-"""The ``streamer`` command: train, run, replay, demo, eval, config.
+"""The ``streamer`` command: train, run, retrain, models, replay, demo, eval, config.
 
 Every option that maps to a config field shows its environment variable in ``--help``. Bad use
 prints one line naming the option or field and what is expected, and exits with status 2.
@@ -34,6 +34,19 @@ _RUN_FIELDS = [
     ("--model-dir", "model.dir", "model artifacts directory"),
     ("--model-name", "model.name", "model name"),
     ("--model-version", "model.version", "model version (default: newest)"),
+]
+_RETRAIN_FIELDS = [
+    ("--input-topics", "topics.input", "input topics, comma separated"),
+    ("--models-topic", "topics.models", "compacted topic of model announcements"),
+    ("--group-id", "retrain.group_id", "consumer group of the retrainer"),
+    ("--model-dir", "model.dir", "model artifacts directory"),
+    ("--model-name", "model.name", "model name"),
+    ("--interval-s", "retrain.interval_s", "retrain every this many seconds (0: off)"),
+]
+_MODELS_FIELDS = [
+    ("--models-topic", "topics.models", "compacted topic of model announcements"),
+    ("--model-dir", "model.dir", "model artifacts directory"),
+    ("--model-name", "model.name", "model name"),
 ]
 _TRAIN_FIELDS = [
     ("--model-dir", "model.dir", "model artifacts directory"),
@@ -83,7 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop once every message now in the input partitions is processed (batch jobs, tests)")
     p.add_argument("--idle-flush-s", type=float, default=0.0, metavar="S",
                    help="close open windows after S seconds without input (default 0: never)")
+    p.add_argument("--no-follow", action="store_true",
+                   help="do not follow model announcements (config model.follow; hot swap off)")
     _add_fields(p, _RUN_FIELDS)
+
+    p = sub.add_parser("retrain", help="the retrainer: keep recent normal windows, detect drift, retrain, gate, "
+                                       "announce")
+    _common(p)
+    p.add_argument("--until-end", action="store_true",
+                   help="stop once every message now in the input partitions is read (batch jobs, tests)")
+    p.add_argument("--max-publications", type=int, metavar="N", help="stop after publishing N new versions")
+    _add_fields(p, _RETRAIN_FIELDS)
+
+    p = sub.add_parser("models", help="list, show, promote or roll back model versions")
+    _common(p)
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    for name, text in (("list", "every version on disk and the announced one"),
+                       ("show", "one version: checksum, data, training, validation and gate figures"),
+                       ("promote", "announce a version (detectors hot-swap to it; a rejected one is moved in)"),
+                       ("rollback", "announce the version announced before the current one")):
+        mp = msub.add_parser(name, help=text)
+        _common(mp)
+        if name in ("show", "promote"):
+            mp.add_argument("version", metavar="V", help="the version")
+        if name in ("list", "show"):
+            mp.add_argument("--offline", action="store_true", help="do not read the announcements from Kafka")
+        if name == "show":
+            mp.add_argument("--full", action="store_true", help="the whole model card")
+        _add_fields(mp, _MODELS_FIELDS)
 
     p = sub.add_parser("replay", help="produce a JSONL or CSV dataset into a topic")
     _common(p)
@@ -101,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hosts", type=int, default=60, help="hosts in the synthetic network (default 60)")
     p.add_argument("--train-minutes", type=float, default=25.0, help="clean training part (default 25)")
     p.add_argument("--test-minutes", type=float, default=10.0, help="live part with attacks (default 10)")
+    p.add_argument("--drift-minutes", type=float, default=12.0,
+                   help="then a lasting change of regime, retrained and hot-swapped while the detector runs "
+                        "(default 12; 0: no drift phase)")
+    p.add_argument("--after-minutes", type=float, default=10.0,
+                   help="the new regime after the swap, with a port scan (default 10)")
     p.add_argument("--keep-broker", action="store_true", help="leave the local broker running")
 
     p = sub.add_parser("eval", help="evaluate ours and the peers on labelled data, in-process (no Kafka)")
@@ -190,10 +235,86 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log.warning("schema/window of the config differ from the model's; using the model's")
     cfg.schema, cfg.window = model.config.schema, model.config.window
     cfg.validate()
+    if args.no_follow:
+        cfg.model.follow = False
     runner = Runner(cfg, Pipeline(model, cfg.detector), stop_at_end=args.until_end, idle_flush_s=args.idle_flush_s)
+    if runner.follow:
+        log.info("following model announcements on %s (hot swap)", cfg.topics.models)
     stats = runner.run()
     print(f"{stats.records} records, {stats.windows} windows, {stats.alerts} alerts, "
           f"{stats.dead_letters} dead letters, {stats.events_per_s:,.0f} events/s")
+    return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from streamer.retrain import retrainer_from_config
+
+    cfg = _load(args, validate=False)
+    if args.max_publications is not None and args.max_publications < 1:
+        raise ConfigError("--max-publications", "a positive number", args.max_publications)
+    rt = retrainer_from_config(cfg, stop_at_end=args.until_end, max_publications=args.max_publications)
+    # The retrainer trains on the windows of the model it starts from (its schema and window).
+    rt.cfg.validate()
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: rt.stop())
+    stats = rt.run()
+    print(f"{stats.records} records, {stats.windows} windows, {stats.drifts} drifts, {stats.trainings} trainings, "
+          f"published: {','.join(stats.published) or '-'}, rejected: {','.join(stats.rejected) or '-'}; "
+          f"model {rt.model_version}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from streamer import modelstore
+
+    cfg = _load(args, validate=False)
+    what = args.models_command
+    if what is None:
+        raise ConfigError("streamer models", "an action: list, show, promote or rollback")
+    if what in ("promote", "rollback"):
+        ann = modelstore.promote(cfg, args.version) if what == "promote" else modelstore.rollback(cfg)
+        print(f"announced {ann.name}/{ann.version} ({ann.action}) on {cfg.topics.models}; "
+              f"history {' -> '.join(ann.history[-5:])}")
+        return 0
+    announced = None if args.offline else modelstore.latest_announcement(cfg)
+    rows = modelstore.store_versions(cfg)
+    if what == "list":
+        if not rows:
+            print(f"no versions of model {cfg.model.name!r} under {cfg.model.dir}/")
+        print(f"{'version':<22} {'status':<9} {'gate':<7} {'windows':>8} {'FAR':>7}  source")
+        for r in rows:
+            mark = "announced" if announced is not None and r["version"] == announced.version else r["status"]
+            far = r["false_alarm_rate_heldout"]
+            print(f"{r['version']:<22} {mark:<9} {r['gate'] or '-':<7} {r['windows'] or '':>8} "
+                  f"{'' if far is None else f'{far:.4f}':>7}  {r['source']}")
+        if announced is not None:
+            print(f"announced: {announced.version} ({announced.action} by {announced.announced_by}); history "
+                  f"{' -> '.join(announced.history[-5:])}")
+        elif not args.offline:
+            print(f"nothing announced on {cfg.topics.models} yet")
+        return 0
+    from streamer.artifact import checksum, verify_artifact_dir
+
+    path = modelstore.find_version_dir(cfg, args.version)
+    if path is None:
+        raise ArtifactError(f"no version {args.version!r} of model {cfg.model.name!r} under {cfg.model.dir}/")
+    verify_artifact_dir(path)
+    card = json.loads((path / "card.json").read_text("utf-8"))
+    if not args.full:
+        keep = ("created_at", "source", "validation", "gate", "retrain")
+        data = {k: v for k, v in (card.get("data") or {}).items() if not k.startswith("feature_")}
+        training = {k: v for k, v in (card.get("training") or {}).items() if k not in ("loss", "val_loss")}
+        card = {**{k: card[k] for k in keep if k in card}, "data": data, "training": training}
+    out = {"name": cfg.model.name, "version": args.version, "path": str(path), "checksum": checksum(path),
+           "status": "rejected" if path.parent.name == "rejected" else "stored",
+           "announced": None if announced is None else announced.version == args.version, **card}
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -215,7 +336,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # The demo brings its own schema; validate after the demo's overrides are applied.
     cfg = load_config(args.config, overrides={**demo_overrides(), **_overrides(args)})
     run_demo(cfg, bootstrap_given=bool(given), port=args.port, hosts=args.hosts, train_minutes=args.train_minutes,
-             test_minutes=args.test_minutes, summary_json=args.summary_json, keep_broker=args.keep_broker)
+             test_minutes=args.test_minutes, summary_json=args.summary_json, keep_broker=args.keep_broker,
+             drift_minutes=args.drift_minutes, after_minutes=args.after_minutes)
     return 0
 
 
@@ -287,12 +409,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.what == "reference":
         print(reference_markdown())
     else:
-        print(yaml.safe_dump(_load(args, validate=False).to_dict(), sort_keys=False), end="")
+        print(yaml.safe_dump(_load(args, validate=False).public_dict(), sort_keys=False), end="")
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "run": _cmd_run, "replay": _cmd_replay, "demo": _cmd_demo, "eval": _cmd_eval,
-             "config": _cmd_config}
+_COMMANDS = {"train": _cmd_train, "run": _cmd_run, "retrain": _cmd_retrain, "models": _cmd_models,
+             "replay": _cmd_replay, "demo": _cmd_demo, "eval": _cmd_eval, "config": _cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

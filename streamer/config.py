@@ -29,6 +29,7 @@ __all__ = [
     "WindowConfig",
     "ModelConfig",
     "DetectorConfig",
+    "RetrainConfig",
     "StreamerConfig",
     "load_config",
     "apply_overrides",
@@ -40,10 +41,11 @@ ENV_PREFIX = "STREAMER_"
 AGGREGATES = ("count", "mean", "std", "min", "max", "sum")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+def _f(default: Any, help: str, *, secret: bool = False, **kw: Any) -> Any:
+    meta = {"help": help, "secret": secret}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 @dataclass
@@ -73,6 +75,11 @@ class TopicsConfig:
     dead_letter: str = _f("streamer.deadletter", "Topic bad events are written to, with the reason.")
     scores: str | None = _f(
         None, "Optional topic receiving every window's score (for downstream classifiers); empty: off."
+    )
+    models: str = _f(
+        "streamer.models",
+        "Compacted topic of model announcements (key: model name; value: version, path, checksum, validation). "
+        "The retrainer and `streamer models promote|rollback` write it; detectors follow it and hot-swap.",
     )
 
 
@@ -125,10 +132,25 @@ class ModelConfig:
     train_batch_size: int = _f(256, "Training batch size.")
     learning_rate: float = _f(1e-3, "Adam learning rate.")
     validation_split: float = _f(0.2, "Share of training windows held out for validation and calibration.")
+    scale_std_floor: bool = _f(
+        True, "Normalizer: never scale a column tighter than its standard deviation (else the robust IQR scale)."
+    )
     feature_error_norm: bool = _f(
         True, "Divide each feature's reconstruction error by its typical value on held-out normal windows."
     )
     seed: int = _f(7, "Random seed of training.")
+    follow: bool = _f(
+        True,
+        "Detectors follow the announcements on `topics.models` and hot-swap to the announced version between "
+        "two batches (off when `model.version` pins a version).",
+    )
+    hmac_key: str | None = _f(
+        None,
+        "Secret key: announcements are signed with HMAC-SHA256, and detectors refuse an announcement whose "
+        "signature does not verify. Never written to artifacts or shown by `config show`; set it from the "
+        "environment.",
+        secret=True,
+    )
 
 
 @dataclass
@@ -144,6 +166,61 @@ class DetectorConfig:
     )
     top_features: int = _f(3, "Features named in an alert's explanation.")
     seed: int = _f(7, "Seed of reservoir replacement.")
+    swap_windows: int = _f(
+        5000,
+        "Raw windows recently admitted to the reservoir, kept so that a hot-swapped model can re-embed them "
+        "(its reservoir: its own training seed plus those it judges normal); 0: the seed only.",
+    )
+
+
+@dataclass
+class RetrainConfig:
+    group_id: str = _f("streamer-retrainer", "Consumer group of the retrainer (separate from the detectors').")
+    interval_s: float = _f(86400.0, "Retrain every this many seconds (wall clock); 0: off.")
+    every_windows: int = _f(0, "Retrain after this many newly admitted normal windows; 0: off.")
+    reservoir_windows: int = _f(
+        20000,
+        "Most recent raw windows the current model did not alert on, kept as training data: those with "
+        "p >= `detector.admit_p` fit the candidate; all of them serve for its calibration and the gate (a "
+        "calibration without the upper tail of normal scores would raise the false-alarm rate).",
+    )
+    min_windows: int = _f(
+        500, "Fewest windows in the reservoir before a retrain is attempted (raised to give 1/alpha calibration windows)."
+    )
+    drift_detector: Literal["adwin", "page_hinkley", "off"] = _f(
+        "adwin",
+        "Drift detector (River), on the calibrated score stream (1 - p-value) and on the false-alarm indicator "
+        "stream (confident alerts left out of both): `adwin`, `page_hinkley` or `off`.",
+    )
+    drift_delta: float = _f(0.002, "ADWIN confidence `delta` (smaller: fewer, surer detections).")
+    drift_threshold: float = _f(20.0, "Page-Hinkley detection threshold.")
+    drift_windows: int = _f(
+        1000,
+        "After a drift detection (and for every new model), the last this many windows decide whether the regime "
+        "changed: false-alarm rate above `drift_confirm_ratio` x alpha, calibrated scores high in each third and "
+        "not still climbing. Then the retrainer retrains, with the alerts since the change (none confident).",
+    )
+    drift_confirm_ratio: float = _f(
+        2.0, "A change of regime needs a false-alarm rate above this times alpha over the last `drift_windows`."
+    )
+    confident_factor: float = _f(
+        10.0,
+        "Confident alerts: windows whose score is at least this times the alert threshold (p-values saturate "
+        "at 1/(calibration size + 1), so the margin is on the score). The gate requires candidates to flag them.",
+    )
+    confident_keep: int = _f(500, "Most recent confident alerts kept for the gate (bounded).")
+    gate_share: float = _f(
+        0.2, "Share of the reservoir held out from training (every k-th window in time) for the gate."
+    )
+    gate_far_tolerance: float = _f(
+        2.0,
+        "Gate: the candidate's false-alarm rate on held-out normal windows must be at most "
+        "alpha * (1 + tolerance).",
+    )
+    gate_min_confident_recall: float = _f(
+        0.95, "Gate: the share of kept confident alerts the candidate must still flag (p < alpha)."
+    )
+    retry_s: float = _f(600.0, "After a rejected candidate or a failed training, wait this long before retrying.")
 
 
 @dataclass
@@ -154,9 +231,20 @@ class StreamerConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without secrets (fields marked ``secret``): what artifacts store and
+        ``config show`` prints."""
+        out = self.to_dict()
+        for section, cls in _SECTION_TYPES.items():
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("secret"):
+                    out[section][f.name] = None
+        return out
 
     def validate(self) -> StreamerConfig:
         """Check cross-field rules; raise :class:`ConfigError` naming the field."""
@@ -184,6 +272,26 @@ class StreamerConfig:
             raise ConfigError("model.hidden", "positive layer widths", m.hidden)
         if not self.topics.input:
             raise ConfigError("topics.input", "at least one topic")
+        r = self.retrain
+        if r.interval_s < 0:
+            raise ConfigError("retrain.interval_s", "0 (off) or a positive number of seconds", r.interval_s)
+        if r.every_windows < 0 or r.drift_windows < 0:
+            raise ConfigError("retrain.drift_windows", "a non-negative number of windows", r.drift_windows)
+        if r.min_windows < 50 or r.reservoir_windows < r.min_windows:
+            raise ConfigError("retrain.reservoir_windows", f"at least min_windows ({r.min_windows}, itself >= 50)",
+                              r.reservoir_windows)
+        if not 0.0 < r.gate_share < 0.5:
+            raise ConfigError("retrain.gate_share", "a share in (0, 0.5)", r.gate_share)
+        if not 0.0 <= r.gate_min_confident_recall <= 1.0:
+            raise ConfigError("retrain.gate_min_confident_recall", "a share in [0, 1]", r.gate_min_confident_recall)
+        if r.gate_far_tolerance < 0:
+            raise ConfigError("retrain.gate_far_tolerance", "a non-negative multiple of alpha", r.gate_far_tolerance)
+        if r.confident_factor <= 1.0:
+            raise ConfigError("retrain.confident_factor", "a factor above 1", r.confident_factor)
+        if not 0.0 < r.drift_delta < 1.0:
+            raise ConfigError("retrain.drift_delta", "a confidence in (0, 1)", r.drift_delta)
+        if d.swap_windows < 0:
+            raise ConfigError("detector.swap_windows", "a non-negative number of windows", d.swap_windows)
         return self
 
 
@@ -194,6 +302,7 @@ _SECTION_TYPES = {
     "window": WindowConfig,
     "model": ModelConfig,
     "detector": DetectorConfig,
+    "retrain": RetrainConfig,
 }
 
 

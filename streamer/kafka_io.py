@@ -89,14 +89,17 @@ def wait_for_broker(cfg: KafkaConfig, *, timeout_s: float | None = None) -> Admi
             delay = min(delay * 2, 10.0)
 
 
-def ensure_topics(admin: AdminClient, topics: list[str], *, partitions: int = 3, timeout_s: float = 30.0) -> None:
+def ensure_topics(admin: AdminClient, topics: list[str], *, partitions: int = 3, timeout_s: float = 30.0,
+                  config: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet (replication 1 suits the local broker; on a real
-    cluster create topics with your own policy beforehand and this does nothing)."""
+    cluster create topics with your own policy beforehand and this does nothing). ``config``: topic
+    settings of the created topics (e.g. ``{"cleanup.policy": "compact"}``)."""
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+                                   for t in missing])
     for topic, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)

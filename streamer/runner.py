@@ -11,6 +11,13 @@ Delivery is at-least-once. For each batch:
 
 On partition revoke the state of those partitions is dropped (their new owner rebuilds it from the
 committed offsets). SIGTERM/SIGINT finish the current batch, flush, commit and close.
+
+Hot swap: with ``model.follow`` the runner also follows the announcements on ``topics.models``
+(:class:`streamer.modelstore.ModelFollower`: a plain consumer assigned to that topic from its
+beginning, apart from the consumer group). Between two batches, a newly announced version is loaded
+and verified (signature, checksums, same schema and window) and swapped in
+(:meth:`Pipeline.swap_model`); windows closed after that carry the new ``model_version``. A version
+that fails any check is refused with one log line and the current model keeps running.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streamer.alert import dead_letter_value, score_values
 from streamer.config import StreamerConfig
-from streamer.errors import BrokerError
+from streamer.errors import BrokerError, StreamerError
 from streamer.kafka_io import consumer_config, ensure_topics, producer_config, to_record, wait_for_broker
 from streamer.pipeline import Pipeline, StepResult
 
@@ -56,6 +63,8 @@ class RunStats:
     # the group join before the first message or the idle wait after the last.
     active_seconds: float = 0.0
     model_versions: list[str] = field(default_factory=list)
+    swaps: int = 0  # models hot-swapped in
+    refused: int = 0  # announcements refused (bad signature, missing or corrupted artifact, other windows)
 
     @property
     def events_per_s(self) -> float:
@@ -75,6 +84,7 @@ class Runner:
         idle_flush_s: float = 0.0,
         on_step: Callable[[StepResult], None] | None = None,
         install_signals: bool = True,
+        follow: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -82,6 +92,10 @@ class Runner:
         self.idle_flush_s = idle_flush_s
         self.on_step = on_step
         self.install_signals = install_signals
+        # Follow model announcements: the config's choice unless told; never with a pinned version.
+        self.follow = (cfg.model.follow and not cfg.model.version) if follow is None else follow
+        self._follower: Any = None
+        self._refused: set[bytes] = set()  # announcements refused (the same one is not tried again)
         self.stats = RunStats()
         self._stop = threading.Event()
         self._next: dict[tuple[str, int], int] = {}  # next offset to read, per owned partition
@@ -128,7 +142,11 @@ class Runner:
         start = time.monotonic()
         last_msg = last_stats = start
         try:
+            if self.follow:
+                self._start_following()
             while not self._stop.is_set():
+                if self._follower is not None:
+                    self._consider(self._follower.poll())  # between two batches
                 msgs = consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s)
                 records = []
                 for m in msgs:
@@ -162,6 +180,8 @@ class Runner:
                     self._commit(consumer)
             finally:
                 consumer.close()
+                if self._follower is not None:
+                    self._follower.close()
                 self._restore_signals(previous)
         self._log_stats(self.stats.seconds)
         return self.stats
@@ -203,6 +223,43 @@ class Runner:
         self._commit(self._consumer)
         if self.on_step is not None:
             self.on_step(result)
+
+    def _start_following(self) -> None:
+        from streamer.modelstore import ModelFollower
+
+        try:
+            self._follower = ModelFollower(self.cfg)
+            latest = self._follower.catch_up()
+        except StreamerError as exc:
+            if self._follower is not None:
+                self._follower.close()
+                self._follower = None
+            log.error("cannot follow model announcements on %s (%s): running %s without hot swap",
+                      self.cfg.topics.models, exc, self.pipeline.model_version)
+            return
+        self._consider(latest)
+
+    def _consider(self, ann: Any) -> None:
+        """Adopt an announced model version, or refuse it with one log line (keeping the current)."""
+        if ann is None:
+            return
+        current = self.pipeline.model_version
+        key = ann.to_bytes()
+        if ann.version == current or key in self._refused:
+            return
+        from streamer.modelstore import resolve_artifact
+
+        try:
+            model = resolve_artifact(self.cfg, ann)
+            readmitted = self.pipeline.swap_model(model)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the running model stays
+            self._refused.add(key)
+            self.stats.refused += 1
+            log.error("model announcement %s refused, keeping %s: %s", ann.describe(), current, exc)
+            return
+        self.stats.swaps += 1
+        log.info("model swapped %s -> %s (%s; %d recent normal windows re-admitted; held-out false-alarm rate %s)",
+                 current, model.version, ann.action, readmitted, ann.validation.get("false_alarm_rate_heldout"))
 
     def _produce(self, producer: Producer, topic: str, key: bytes, value: bytes, headers: Any = None) -> None:
         while True:

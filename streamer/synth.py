@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Attack", "FlowStream", "generate_flows", "DEMO_SCHEMA", "demo_attacks"]
+__all__ = ["Attack", "FlowStream", "generate_flows", "DEMO_SCHEMA", "demo_attacks", "regime_shift"]
 
 # The schema the demo (and `streamer demo --write-config`) uses for these events.
 DEMO_SCHEMA = {
@@ -159,6 +159,22 @@ def demo_attacks(hosts: list[str], test_start_ms: int) -> list[Attack]:
         Attack("ddos_burst", tuple(w[1:5]), s + 300_000, s + 330_000),
         Attack("slow_exfiltration", (w[5],), s + 420_000, s + 600_000),
     ]
+
+
+def regime_shift(events: list[dict], hosts: list[str] | tuple[str, ...], start_ms: int, *,
+                 bytes_in_factor: float = 8.0, duration_factor: float = 4.0) -> list[dict]:
+    """A benign, lasting change of the normal regime (for the retrainer's drift demo and tests):
+    from ``start_ms`` on, ``hosts`` run a backup client, so their flows download
+    ``bytes_in_factor`` times more and last ``duration_factor`` times longer. Not an attack: the
+    events carry no ground truth. Returns new event dicts; the input is not modified."""
+    chosen = set(hosts)
+    out = []
+    for e in events:
+        if e["ts"] >= start_ms and e["src_host"] in chosen and not e.get("_attack"):
+            e = {**e, "bytes_in": int(e["bytes_in"] * bytes_in_factor),
+                 "duration_ms": int(e["duration_ms"] * duration_factor)}
+        out.append(e)
+    return out
 
 
 def strip_truth(event: dict) -> dict:

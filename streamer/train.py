@@ -18,6 +18,8 @@ import logging
 import platform
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ from streamer.records import Record, WindowBatch
 from streamer.score import combine_scores, knn_distance, recon_error
 from streamer.window import make_windower
 
-__all__ = ["windows_from_records", "validation_split", "train_model", "TrainingError", "MIN_WINDOWS"]
+__all__ = ["windows_from_records", "validation_split", "train_model", "train_on_windows", "fit_on_windows",
+           "Candidate", "TrainingError", "MIN_WINDOWS"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,39 @@ def validation_split(windows: WindowBatch, share: float) -> tuple[np.ndarray, np
     return order[:-n_val], order[-n_val:]
 
 
+@dataclass
+class Candidate:
+    """A trained model in memory, not yet written: what :func:`save` turns into an artifact
+    version (the retrainer validates a candidate before deciding where it goes)."""
+
+    cfg: StreamerConfig
+    embedder: Any
+    normalizer: Normalizer
+    reservoir_seed: np.ndarray
+    calibration: np.ndarray
+    scoring: dict[str, Any]
+    card: dict[str, Any]
+
+    def artifact(self, version: str = "candidate") -> Any:
+        """The candidate as an in-memory :class:`~streamer.artifact.ModelArtifact` (path ``<memory>``)."""
+        from streamer.artifact import ModelArtifact
+
+        return ModelArtifact(name=self.cfg.model.name, version=version, path=Path("<memory>"),
+                             embedder=self.embedder, normalizer=self.normalizer, reservoir_seed=self.reservoir_seed,
+                             calibration=self.calibration, scoring=self.scoring, config=self.cfg, card=self.card)
+
+    def save(self, *, version: str | None = None, root: str | Path | None = None) -> Path:
+        """Write the artifact (temporary directory, then an atomic rename); returns its directory.
+        ``root``: the directory to create the version in (default ``<model.dir>/<model.name>``)."""
+        from streamer.artifact import save_artifact
+
+        return save_artifact(
+            self.cfg.model.dir, self.cfg.model.name, embedder=self.embedder, normalizer=self.normalizer,
+            reservoir_seed=self.reservoir_seed, calibration=self.calibration, scoring=self.scoring,
+            config=self.cfg, card=self.card, version=version, root=root,
+        )
+
+
 def train_model(
     cfg: StreamerConfig,
     records: list[Record],
@@ -81,32 +117,79 @@ def train_model(
     show_progress: bool = True,
 ) -> Path:
     """Train on ``records`` and write a new artifact version; returns its directory."""
-    from streamer.artifact import save_artifact
+    windows, names, dead = windows_from_records(cfg, records)
+    if dead:
+        log.warning("training data: %d records unusable: %s", sum(dead.values()), dict(dead))
+    return train_on_windows(cfg, windows, names, source=source, version=version, show_progress=show_progress,
+                            n_records=len(records), dead=dead)
+
+
+def train_on_windows(
+    cfg: StreamerConfig,
+    windows: WindowBatch,
+    names: list[str],
+    *,
+    source: str,
+    version: str | None = None,
+    show_progress: bool = True,
+    n_records: int | None = None,
+    dead: Counter[str] | None = None,
+) -> Path:
+    """Train on precomputed raw windows (as :func:`windows_from_records` builds them) and write a new
+    artifact version; returns its directory."""
+    t0 = time.monotonic()
+    cand = fit_on_windows(cfg, windows, names, source=source, show_progress=show_progress, n_records=n_records,
+                          dead=dead)
+    path = cand.save(version=version)
+    v = cand.card["validation"]
+    log.info("trained %s on %d windows in %.1fs; held-out false-alarm rate %.4f at alpha %g",
+             path, cand.card["data"]["train_windows"], time.monotonic() - t0, v["false_alarm_rate_heldout"],
+             v["alpha"])
+    return path
+
+
+def fit_on_windows(
+    cfg: StreamerConfig,
+    windows: WindowBatch,
+    names: list[str],
+    *,
+    source: str,
+    show_progress: bool = True,
+    n_records: int | None = None,
+    dead: Counter[str] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Candidate:
+    """Steps 2-6 on precomputed raw windows: a :class:`Candidate`, nothing written.
+    ``on_epoch(epoch, logs)`` is called after every epoch (progress in a service's logs)."""
     from streamer.embed import Embedder, build_autoencoder, train_autoencoder
 
     t0 = time.monotonic()
     m = cfg.model
-    windows, names, dead = windows_from_records(cfg, records)
-    if dead:
-        log.warning("training data: %d records unusable: %s", sum(dead.values()), dict(dead))
+    dead = Counter() if dead is None else dead
+    n_records = len(windows) if n_records is None else n_records
     if len(windows) < MIN_WINDOWS:
         raise TrainingError(
             f"training needs at least {MIN_WINDOWS} windows, the data gave {len(windows)} "
-            f"({len(records)} records, {sum(dead.values())} unusable)"
+            f"({n_records} records, {sum(dead.values())} unusable)"
         )
     tr, va = validation_split(windows, m.validation_split)
     x_tr, x_va = windows.x[tr], windows.x[va]
-    normalizer = Normalizer.fit(x_tr, names)
+    normalizer = Normalizer.fit(x_tr, names, std_floor=m.scale_std_floor)
     xn_tr, xn_va = normalizer.transform(x_tr), normalizer.transform(x_va)
 
     # 3. the autoencoder
     model = build_autoencoder(len(names), hidden=m.hidden, latent_dim=m.latent_dim, noise_std=m.noise_std,
                               seed=m.seed)
     bar = Progress("training", m.epochs, unit="epochs", enabled=show_progress)
+
+    def epoch_done(e: int, logs: dict[str, float]) -> None:
+        bar.update(1, extra=f"loss={logs.get('loss', 0):.4f} val={logs.get('val_loss', 0):.4f}")
+        if on_epoch is not None:
+            on_epoch(e, logs)
+
     history = train_autoencoder(
         model, xn_tr, xn_va, epochs=m.epochs, patience=m.patience, batch_size=m.train_batch_size,
-        learning_rate=m.learning_rate,
-        on_epoch=lambda e, logs: bar.update(1, extra=f"loss={logs.get('loss', 0):.4f} val={logs.get('val_loss', 0):.4f}"),
+        learning_rate=m.learning_rate, on_epoch=epoch_done,
     )
     bar.close()
     embedder = Embedder(model)
@@ -145,7 +228,7 @@ def train_model(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": source,
         "data": {
-            "records": len(records),
+            "records": n_records,
             "unusable_records": dict(dead),
             "windows": len(windows),
             "train_windows": len(tr),
@@ -179,13 +262,8 @@ def train_model(
     scoring = {"k": k, "recon_weight": w, "knn_scale": knn_scale, "recon_scale": recon_scale,
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names}
-    path = save_artifact(
-        cfg.model.dir, cfg.model.name, embedder=embedder, normalizer=normalizer, reservoir_seed=seed,
-        calibration=s_va, scoring=scoring, config=cfg, card=card, version=version,
-    )
-    log.info("trained %s on %d windows in %.1fs; held-out false-alarm rate %.4f at alpha %g",
-             path, len(tr), time.monotonic() - t0, far, alpha)
-    return path
+    return Candidate(cfg=cfg, embedder=embedder, normalizer=normalizer, reservoir_seed=seed, calibration=s_va,
+                     scoring=scoring, card=card)
 
 
 def _backend() -> str:

@@ -296,7 +296,7 @@ def test_reference_markdown_contains_every_field():
     assert lines[0] == "| field | default | env | meaning |"
     cfg = StreamerConfig()
     n = 0
-    for section in ("kafka", "topics", "schema", "window", "model", "detector"):
+    for section in ("kafka", "topics", "schema", "window", "model", "detector", "retrain"):
         for f in dataclasses.fields(getattr(cfg, section)):
             n += 1
             row = [ln for ln in lines if ln.startswith(f"| `{section}.{f.name}` |")]

@@ -36,15 +36,18 @@ def test_topic_creator_creates_the_configured_topics(compose):
     for key in ("STREAMER_TOPICS__INPUT", "STREAMER_TOPICS__ALERTS", "STREAMER_TOPICS__DEAD_LETTER"):
         assert env[key] in script
     assert compose["services"]["replayer"]["command"][3] == env["STREAMER_TOPICS__INPUT"]
+    # the models topic: compacted, and the one the detector and the retrainer follow
+    assert f"--topic {env['STREAMER_TOPICS__MODELS']} " in script and "cleanup.policy=compact" in script
+    assert compose["services"]["retrainer"]["environment"]["STREAMER_TOPICS__MODELS"] == env["STREAMER_TOPICS__MODELS"]
 
 
-@pytest.mark.parametrize("service", ["detector", "replayer"])
+@pytest.mark.parametrize("service", ["detector", "retrainer", "replayer"])
 def test_commands_parse_with_the_real_cli(compose, service):
     args = build_parser().parse_args(compose["services"][service]["command"])
-    assert args.command in {"run", "replay"}
+    assert args.command in {"run", "retrain", "replay"}
 
 
-@pytest.mark.parametrize("service", ["detector", "replayer"])
+@pytest.mark.parametrize("service", ["detector", "retrainer", "replayer"])
 def test_environment_names_real_config_fields(compose, service):
     env = {k: str(v) for k, v in compose["services"][service]["environment"].items()}
     streamer_vars = {k for k in env if k.startswith("STREAMER_")}

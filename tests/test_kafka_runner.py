@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamer.artifact import load_artifact_dir
 from streamer.config import KafkaConfig
@@ -155,7 +155,10 @@ def _wait_for(bootstrap, topic, n, timeout_s=120.0):
         while time.monotonic() < deadline:
             md = c.list_topics(topic, timeout=5).topics.get(topic)
             if md is not None and md.error is None and md.partitions:
-                total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in md.partitions)
+                try:
+                    total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in md.partitions)
+                except KafkaException:  # a topic just created: its leader may not be known yet
+                    total = -1
                 if total >= n:
                     return total
             time.sleep(0.2)
