@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamer.config import KafkaConfig
@@ -19,7 +19,7 @@ from streamer.records import Record
 
 __all__ = [
     "client_config", "consumer_config", "producer_config", "wait_for_broker", "ensure_topics", "read_topic_to_end",
-    "to_record",
+    "to_record", "split_messages",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,25 @@ def to_record(msg: Any) -> Record:
     headers = msg.headers()
     return Record(msg.value(), msg.topic(), msg.partition(), msg.offset(), ts if ts_type else -1,
                   tuple(headers) if headers else ())
+
+
+def split_messages(msgs: list[Any]) -> tuple[list[Record], set[tuple[str, int]]]:
+    """Triage a ``consume()`` result: the records of the good messages, in order, and the partitions
+    that reported their end. A fatal client error raises :class:`BrokerError`; others are logged
+    (librdkafka retries them itself)."""
+    records: list[Record] = []
+    ended: set[tuple[str, int]] = set()
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            records.append(to_record(m))
+        elif err.code() == KafkaError._PARTITION_EOF:
+            ended.add((m.topic(), m.partition()))
+        elif err.fatal():
+            raise BrokerError(f"fatal consumer error: {err}")
+        else:
+            log.warning("consumer error: %s", err)
+    return records, ended
 
 
 def read_topic_to_end(cfg: KafkaConfig, topic: str, *, timeout_s: float = 60.0) -> list[Record]:

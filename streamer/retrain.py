@@ -47,7 +47,7 @@ import numpy as np
 from streamer.artifact import ModelArtifact, load_artifact_dir, new_version
 from streamer.config import StreamerConfig
 from streamer.detector import Detector
-from streamer.errors import BrokerError, StreamerError
+from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, StepResult
 from streamer.recent import RecentWindows
 from streamer.records import WindowBatch
@@ -572,9 +572,9 @@ class Retrainer:
         self.announced = ann
 
     def run(self) -> RetrainStats:
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
+        from confluent_kafka import Consumer, TopicPartition
 
-        from streamer.kafka_io import consumer_config, to_record, wait_for_broker
+        from streamer.kafka_io import consumer_config, split_messages, wait_for_broker
         from streamer.modelstore import ModelFollower, announcement_for, publish
 
         cfg = self.cfg
@@ -603,20 +603,12 @@ class Retrainer:
             while not self._stop.is_set():
                 if follower is not None:
                     self._follow(follower.poll())
-                msgs = consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s)
-                records = []
-                for m in msgs:
-                    err = m.error()
-                    if err is None:
-                        records.append(to_record(m))
-                        nxt[(m.topic(), m.partition())] = m.offset() + 1
-                        done.discard((m.topic(), m.partition()))
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        done.add((m.topic(), m.partition()))
-                    else:
-                        if err.fatal():
-                            raise BrokerError(f"fatal consumer error: {err}")
-                        log.warning("consumer error: %s", err)
+                records, ended = split_messages(
+                    consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s))
+                for r in records:
+                    nxt[(r.topic, r.partition)] = r.offset + 1
+                    done.discard((r.topic, r.partition))
+                done |= ended
                 if records:
                     self.stats.records += len(records)
                     result = self.pipeline.process(records)

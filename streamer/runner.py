@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamer.alert import dead_letter_value, score_values
 from streamer.config import StreamerConfig
 from streamer.errors import BrokerError, StreamerError
-from streamer.kafka_io import consumer_config, ensure_topics, producer_config, to_record, wait_for_broker
+from streamer.kafka_io import consumer_config, ensure_topics, producer_config, split_messages, wait_for_broker
 from streamer.pipeline import Pipeline, StepResult
 
 __all__ = ["Runner", "RunStats"]
@@ -147,16 +147,7 @@ class Runner:
             while not self._stop.is_set():
                 if self._follower is not None:
                     self._consider(self._follower.poll())  # between two batches
-                msgs = consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s)
-                records = []
-                for m in msgs:
-                    err = m.error()
-                    if err is None:
-                        records.append(to_record(m))
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        if err.fatal():
-                            raise BrokerError(f"fatal consumer error: {err}")
-                        log.warning("consumer error: %s", err)
+                records, _ = split_messages(consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s))
                 now = time.monotonic()
                 if records:
                     if self._first_record_t is None:
