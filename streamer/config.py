@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "STREAMER_"
+# Parts of librdkafka setting names that hold credentials.
+_SECRET_WORDS = ("password", "secret", "token", "key.pem", "keystore")
 AGGREGATES = ("count", "mean", "std", "min", "max", "sum")
 
 
@@ -244,6 +246,12 @@ class StreamerConfig:
             for f in dataclasses.fields(cls):
                 if f.metadata.get("secret"):
                     out[section][f.name] = None
+        # librdkafka credentials (sasl.password, ssl.key.password, ...client.secret) travel in
+        # kafka.settings: an artifact or a printed config must not carry them.
+        out["kafka"]["settings"] = {
+            k: ("<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) else v)
+            for k, v in out["kafka"]["settings"].items()
+        }
         return out
 
     def validate(self) -> StreamerConfig:

@@ -307,3 +307,14 @@ def test_reference_markdown_contains_every_field():
     assert "| `kafka.bootstrap_servers` | `127.0.0.1:9092` |" in md
     assert "| `model.hidden` | `64,32` |" in md
     assert "| `topics.scores` | `` |" in md
+
+
+def test_public_dict_redacts_kafka_credentials():
+    from streamer.config import StreamerConfig, apply_overrides
+
+    cfg = apply_overrides(StreamerConfig(), {"kafka.settings.sasl.password": "hunter2",
+                                             "kafka.settings.sasl.mechanism": "PLAIN",
+                                             "kafka.settings.ssl.key.password": "k"})
+    public = cfg.public_dict()["kafka"]["settings"]
+    assert public == {"sasl.password": "<redacted>", "sasl.mechanism": "PLAIN", "ssl.key.password": "<redacted>"}
+    assert cfg.kafka.settings["sasl.password"] == "hunter2"  # the running config keeps it
