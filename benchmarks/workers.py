@@ -195,12 +195,12 @@ def streamer(spec: dict[str, Any]) -> dict[str, Any]:
 def river_hst(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import orjson
-    from confluent_kafka import Consumer, KafkaError, Producer
+    from confluent_kafka import Consumer, Producer
     from river.anomaly import HalfSpaceTrees
 
     from streamer.config import SchemaConfig
     from streamer.decode import Decoder
-    from streamer.kafka_io import consumer_config, producer_config, to_record
+    from streamer.kafka_io import consumer_config, producer_config, split_messages
 
     kcfg = _kafka_cfg(spec)
     decoder = Decoder(SchemaConfig(**spec["schema"]))
@@ -235,13 +235,7 @@ def river_hst(spec: dict[str, Any]) -> dict[str, Any]:
             continue
         if first is None:
             first = time.monotonic()
-        records = []
-        for m in msgs:
-            err = m.error()
-            if err is None:
-                records.append(to_record(m))
-            elif err.code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(str(err))
+        records, _ = split_messages(msgs)  # the detector's own triage of a consume() result
         records = records[: limit - n]  # exactly ``limit`` events (the rest stays uncommitted)
         events, bad, _ = decoder.decode(records)
         dead += len(bad)

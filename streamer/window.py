@@ -212,11 +212,7 @@ class CountWindower:
         return held
 
     def drop_partitions(self, partitions: set[Partition]) -> None:
-        for key in [k for k in self._state if (k[0], k[1]) in partitions]:
-            del self._state[key]
-        for p in partitions:
-            self._watermark.pop(p, None)
-            self._lru.pop(p, None)
+        _drop(partitions, self._state, self._watermark, self._lru)
 
 
 class TimeWindower:
@@ -378,11 +374,16 @@ class TimeWindower:
         return held
 
     def drop_partitions(self, partitions: set[Partition]) -> None:
-        for key in [k for k in self._state if (k[0], k[1]) in partitions]:
-            del self._state[key]
+        _drop(partitions, self._state, self._watermark, self._open)
+
+
+def _drop(partitions: set[Partition], state: dict[Key, object], *per_partition: dict[Partition, object]) -> None:
+    """Forget the entity state of ``partitions`` and their per-partition bookkeeping."""
+    for key in [k for k in state if (k[0], k[1]) in partitions]:
+        del state[key]
+    for mapping in per_partition:
         for p in partitions:
-            self._watermark.pop(p, None)
-            self._open.pop(p, None)
+            mapping.pop(p, None)
 
 
 def _merge(acc: np.ndarray, new: np.ndarray, F: int) -> None:
