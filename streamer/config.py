@@ -168,6 +168,7 @@ class DetectorConfig:
     )
     top_features: int = _f(3, "Features named in an alert's explanation.")
     seed: int = _f(7, "Seed of reservoir replacement.")
+    knn_threads: int = _f(-1, "Threads of a nearest-neighbour query on a large reservoir (k-d tree); -1: one per core.")
     swap_windows: int = _f(
         5000,
         "Raw windows recently admitted to the reservoir, kept so that a hot-swapped model can re-embed them "
@@ -272,6 +273,8 @@ class StreamerConfig:
             raise ConfigError("detector.alpha", "a rate in (0, 0.5)", d.alpha)
         if not 0.0 <= d.recon_weight <= 1.0:
             raise ConfigError("detector.recon_weight", "a weight in [0, 1]", d.recon_weight)
+        if d.knn_threads == 0 or d.knn_threads < -1:
+            raise ConfigError("detector.knn_threads", "a positive number of threads, or -1 (one per core)", d.knn_threads)
         if d.k < 1 or d.reservoir_size < d.k:
             raise ConfigError("detector.reservoir_size", f"at least k ({d.k})", d.reservoir_size)
         if not 0.0 < m.validation_split < 0.9:

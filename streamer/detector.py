@@ -40,7 +40,8 @@ class Detector:
         self.recon_scale = float(model.scoring["recon_scale"])
         scale = model.scoring.get("feature_error_scale")
         self.err_scale = None if scale is None else np.asarray(scale, dtype=np.float64)
-        self.reservoir = Reservoir(cfg.reservoir_size, model.embedder.latent_dim, seed=cfg.seed)
+        self.reservoir = Reservoir(cfg.reservoir_size, model.embedder.latent_dim, seed=cfg.seed,
+                                   workers=cfg.knn_threads)
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
         self.calibrator = Calibrator(model.calibration, cfg.alpha)

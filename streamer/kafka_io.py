@@ -10,12 +10,13 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamer.config import KafkaConfig
 from streamer.errors import BrokerError
-from streamer.records import Record
+from streamer.records import Record, RecordBatch
 
 __all__ = [
     "client_config", "consumer_config", "producer_config", "wait_for_broker", "ensure_topics", "read_topic_to_end",
@@ -122,23 +123,36 @@ def to_record(msg: Any) -> Record:
                   tuple(headers) if headers else ())
 
 
-def split_messages(msgs: list[Any]) -> tuple[list[Record], set[tuple[str, int]]]:
-    """Triage a ``consume()`` result: the records of the good messages, in order, and the partitions
-    that reported their end. A fatal client error raises :class:`BrokerError`; others are logged
-    (librdkafka retries them itself)."""
-    records: list[Record] = []
+def split_messages(msgs: list[Any]) -> tuple[RecordBatch, set[tuple[str, int]]]:
+    """Triage a ``consume()`` result: the good messages as a :class:`RecordBatch`, in order, and the
+    partitions that reported their end. A fatal client error raises :class:`BrokerError`; others are
+    logged (librdkafka retries them itself). One pass per column, no object per message."""
     ended: set[tuple[str, int]] = set()
-    for m in msgs:
-        err = m.error()
-        if err is None:
-            records.append(to_record(m))
-        elif err.code() == KafkaError._PARTITION_EOF:
-            ended.add((m.topic(), m.partition()))
-        elif err.fatal():
-            raise BrokerError(f"fatal consumer error: {err}")
-        else:
-            log.warning("consumer error: %s", err)
-    return records, ended
+    errors = [m.error() for m in msgs]
+    if any(e is not None for e in errors):
+        good = []
+        for m, err in zip(msgs, errors):
+            if err is None:
+                good.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                ended.add((m.topic(), m.partition()))
+            elif err.fatal():
+                raise BrokerError(f"fatal consumer error: {err}")
+            else:
+                log.warning("consumer error: %s", err)
+        msgs = good
+    n = len(msgs)
+    stamps = np.array([m.timestamp() for m in msgs], dtype=np.int64).reshape(n, 2)
+    headers = [m.headers() for m in msgs]
+    batch = RecordBatch(
+        [m.value() for m in msgs],
+        np.array([m.topic() for m in msgs], dtype=object).reshape(n),
+        np.fromiter((m.partition() for m in msgs), np.int64, n),
+        np.fromiter((m.offset() for m in msgs), np.int64, n),
+        np.where(stamps[:, 0] != 0, stamps[:, 1], -1),  # type 0: the message has no timestamp
+        {i: tuple(h) for i, h in enumerate(headers) if h},
+    )
+    return batch, ended
 
 
 def read_topic_to_end(cfg: KafkaConfig, topic: str, *, timeout_s: float = 60.0) -> list[Record]:

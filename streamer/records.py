@@ -6,11 +6,12 @@ decode works on whole arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Record", "DeadLetter", "EventBatch", "WindowBatch"]
+__all__ = ["Record", "RecordBatch", "DeadLetter", "EventBatch", "WindowBatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,55 @@ class Record:
     offset: int
     timestamp_ms: int = -1
     headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """Raw records in columns: what a ``consume()`` batch becomes without one Python object per
+    message. Indexing with an int gives that row's :class:`Record` (for a dead letter); iterating
+    gives every row as a :class:`Record` (for the slow paths and tests)."""
+
+    values: list[bytes | None]
+    topic: np.ndarray  # object (str), (n,)
+    partition: np.ndarray  # int64, (n,)
+    offset: np.ndarray  # int64, (n,)
+    timestamp_ms: np.ndarray  # int64, (n,): -1 where the record has none
+    headers: dict[int, tuple[tuple[str, bytes | None], ...]] = field(default_factory=dict)  # rows that have any
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> Record:
+        return Record(self.values[i], self.topic[i], int(self.partition[i]), int(self.offset[i]),
+                      int(self.timestamp_ms[i]), self.headers.get(i, ()))
+
+    def __iter__(self) -> Iterator[Record]:
+        return (self[i] for i in range(len(self.values)))
+
+    @staticmethod
+    def from_records(records: Sequence[Record]) -> RecordBatch:
+        n = len(records)
+        return RecordBatch(
+            [r.value for r in records],
+            np.array([r.topic for r in records] if n else [], dtype=object),
+            np.fromiter((r.partition for r in records), np.int64, n),
+            np.fromiter((r.offset for r in records), np.int64, n),
+            np.fromiter((r.timestamp_ms for r in records), np.int64, n),
+            {i: r.headers for i, r in enumerate(records) if r.headers},
+        )
+
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """Per topic partition in the batch, the offset after its last record."""
+        out: dict[tuple[str, int], int] = {}
+        if not len(self.values):
+            return out
+        topics = set(self.topic.tolist())
+        for t in topics:
+            rows = slice(None) if len(topics) == 1 else self.topic == t
+            part, off = self.partition[rows], self.offset[rows]
+            for p in np.unique(part).tolist():
+                out[(t, p)] = int(off[part == p].max()) + 1
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -605,9 +605,9 @@ class Retrainer:
                     self._follow(follower.poll())
                 records, ended = split_messages(
                     consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s))
-                for r in records:
-                    nxt[(r.topic, r.partition)] = r.offset + 1
-                    done.discard((r.topic, r.partition))
+                seen = records.next_offsets()
+                nxt.update(seen)
+                done -= seen.keys()
                 done |= ended
                 if records:
                     self.stats.records += len(records)

@@ -38,6 +38,7 @@ from streamer.config import StreamerConfig
 from streamer.errors import BrokerError, StreamerError
 from streamer.kafka_io import consumer_config, ensure_topics, producer_config, split_messages, wait_for_broker
 from streamer.pipeline import Pipeline, StepResult
+from streamer.records import RecordBatch
 
 __all__ = ["Runner", "RunStats"]
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 STATS_EVERY_S = 10.0
 # Longest wait for the broker to acknowledge a batch's alerts before the detector gives up.
 FLUSH_TIMEOUT_S = 60.0
+
+
+_NO_RECORDS = RecordBatch.from_records([])
 
 
 @dataclass
@@ -156,9 +160,9 @@ class Runner:
                     self._step(self.pipeline.process(records), records)
                 elif self.idle_flush_s and now - last_msg > self.idle_flush_s and self.pipeline.windower.n_entities:
                     log.info("no input for %.0fs: closing open windows", now - last_msg)
-                    self._step(self.pipeline.flush(), [])
+                    self._step(self.pipeline.flush(), _NO_RECORDS)
                 if self.stop_at_end and not records and self._at_end(consumer):
-                    self._step(self.pipeline.flush(), [])
+                    self._step(self.pipeline.flush(), _NO_RECORDS)
                     break
                 if now - last_stats > STATS_EVERY_S:
                     last_stats = now
@@ -177,7 +181,7 @@ class Runner:
         self._log_stats(self.stats.seconds)
         return self.stats
 
-    def _step(self, result: StepResult, records: list) -> None:
+    def _step(self, result: StepResult, records: RecordBatch) -> None:
         """Produce a batch's output, wait for its acknowledgement, then move the commit point."""
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -197,8 +201,7 @@ class Runner:
                 f"alerts not acknowledged by the broker ({remaining} pending; "
                 f"{'; '.join(self._delivery_errors[:3]) or 'timeout'}): stopping without committing this batch"
             )
-        for r in records:
-            self._next[(r.topic, r.partition)] = r.offset + 1
+        self._next.update(records.next_offsets())
         s = self.stats
         if self._first_record_t is not None:
             s.active_seconds = time.monotonic() - self._first_record_t

@@ -65,9 +65,10 @@ class Reservoir:
     slot, so the content is recent-biased (ages decay geometrically) yet keeps rare normal modes
     for a while."""
 
-    def __init__(self, capacity: int, dim: int, *, seed: int = 0) -> None:
+    def __init__(self, capacity: int, dim: int, *, seed: int = 0, workers: int = -1) -> None:
         self.capacity = capacity
         self.dim = dim
+        self.workers = workers  # threads of a k-d tree query (-1: one per core)
         self._data = np.zeros((capacity, dim), dtype=np.float32)
         self._sq = np.zeros(capacity, dtype=np.float32)
         self._n = 0
@@ -110,7 +111,12 @@ class Reservoir:
             from scipy.spatial import cKDTree
 
             if self._tree is None:
-                self._tree = cKDTree(self.data.astype(np.float64), balanced_tree=False, compact_nodes=False)
-            dist, _ = self._tree.query(np.asarray(queries, dtype=np.float64), k=min(k, self._n))
+                # Median splits and shrunk boxes: ~20% more to build than sliding midpoints, and
+                # queries about twice as fast (measured on embeddings of the e2e benchmark's model).
+                self._tree = cKDTree(self.data.astype(np.float64))
+            q = np.asarray(queries, dtype=np.float64)
+            # Threads only pay for themselves on a batch of some size.
+            workers = self.workers if len(q) >= 256 else 1
+            dist, _ = self._tree.query(q, k=min(k, self._n), workers=workers)
             return dist.reshape(len(queries), -1).mean(axis=1)
         return knn_distance(queries, self.data, k, self._sq[: self._n])

@@ -310,3 +310,78 @@ def test_all_bad_gives_an_empty_well_typed_batch():
 def test_records_from_lines():
     recs = records_from_lines([b"a", b"b"], topic="f", partition=2)
     assert [(r.value, r.topic, r.partition, r.offset) for r in recs] == [(b"a", "f", 2, 0), (b"b", "f", 2, 1)]
+
+
+def _row_by_row(dec: Decoder, recs: list[Record]):
+    """The reference: every record through the per-record path alone."""
+    rows, dead = [], []
+    for r in recs:
+        row = np.zeros(dec.n_features)
+        got = dec._decode_one(r, row, len(dec.schema.numeric_fields))
+        if isinstance(got, tuple):
+            rows.append((got[0], got[1], row, r.offset))
+        else:
+            dead.append((got.reason, got.detail, r.offset))
+    return rows, dead
+
+
+@pytest.mark.parametrize("time_unit", ["ms", "s"])
+def test_columnar_path_matches_row_by_row(time_unit):
+    # A batch where every kind of good and bad record is mixed in: the columnar path must give the
+    # very same events, features, times and dead letters (reason, detail, order) as one by one.
+    rng = np.random.default_rng(7)
+    variants = [
+        lambda i: good(host=f"h{i % 5}", bytes=int(rng.integers(0, 10**6)), pk=float(rng.random())),
+        lambda i: good(host=i, proto=i % 3),  # integer entity and category
+        lambda i: good(ts=f"2026-01-0{1 + i % 9}T00:00:0{i % 10}Z"),  # ISO time
+        lambda i: good(ts=None),  # Kafka timestamp fallback (or none: dead letter)
+        lambda i: good(ts=""),
+        lambda i: good(ts=1.5 + i / 3),
+        lambda i: good(ts=True),
+        lambda i: good(ts=10**19),
+        lambda i: good(bytes=True),
+        lambda i: good(bytes="7"),
+        lambda i: good(pk=None),
+        lambda i: good(host=None),
+        lambda i: good(host=1.5),
+        lambda i: good(host=False),
+        lambda i: good(proto=[1]),
+        lambda i: good(proto=None),
+        lambda i: {k: v for k, v in good().items() if k != "ts"},
+        lambda i: [good()],
+        lambda i: "text",
+    ]
+    recs = []
+    for i in range(600):
+        kind = int(rng.integers(0, len(variants) + 4))
+        ts = int(T0 + i) if rng.random() < 0.7 else -1
+        headers = [("content-encoding", b"gzip")] if rng.random() < 0.03 else (
+            [("trace", b"x")] if rng.random() < 0.03 else [])
+        if kind >= len(variants):
+            value = [b"", None, b"{not json", b"\xff\xfe"][kind - len(variants)]
+        else:
+            value = orjson.dumps(variants[kind](i))
+        recs.append(rec(value, 1000 + i, ts=ts, headers=headers, partition=i % 3))
+    dec = Decoder(schema(time_unit=time_unit))
+    batch, dead, kept = dec.decode(recs)
+    rows, ref_dead = _row_by_row(dec, recs)
+    assert [(d.reason, d.detail, d.record.offset) for d in dead] == ref_dead
+    assert all(d.record is recs[d.record.offset - 1000] for d in dead)
+    assert len(batch) == len(rows) == len(kept) and len(rows) + len(dead) == len(recs)
+    assert batch.entity.tolist() == [r[0] for r in rows]
+    assert batch.time_ms.tolist() == [r[1] for r in rows]
+    assert batch.offset.tolist() == [r[3] for r in rows] == [recs[i].offset for i in kept]
+    assert batch.partition.tolist() == [recs[i].partition for i in kept]
+    np.testing.assert_array_equal(batch.x, np.array([r[2] for r in rows]).reshape(len(rows), dec.n_features))
+    assert 50 < len(rows) < 550  # both fates are well represented
+
+
+def test_record_batch_round_trip_and_next_offsets():
+    from streamer.records import RecordBatch
+
+    recs = [rec(b"{}", o, ts=5, partition=p, topic=t, headers=[("k", b"v")] if o == 3 else [])
+            for o, (t, p) in enumerate([("a", 0), ("a", 1), ("a", 0), ("b", 0), ("a", 0)])]
+    rb = RecordBatch.from_records(recs)
+    assert len(rb) == 5 and list(rb) == recs and rb[3].headers == (("k", b"v"),)
+    assert rb.next_offsets() == {("a", 0): 5, ("a", 1): 2, ("b", 0): 4}
+    assert RecordBatch.from_records([]).next_offsets() == {}
