@@ -58,7 +58,9 @@ class KafkaConfig:
         "earliest", "Where a new consumer group starts reading: `earliest` or `latest`."
     )
     batch_size: int = _f(2000, "Most messages taken from the consumer in one batch.")
-    batch_timeout_s: float = _f(0.2, "Longest wait for a batch to fill, in seconds.")
+    batch_timeout_s: float = _f(
+        0.2, "Longest wait for input, in seconds; a batch then takes what has arrived (up to `batch_size`) without waiting to fill."
+    )
     connect_timeout_s: float = _f(
         60.0, "How long to retry, with back-off, when the broker is unreachable at start."
     )

@@ -20,7 +20,7 @@ from streamer.records import Record, RecordBatch
 
 __all__ = [
     "client_config", "consumer_config", "producer_config", "wait_for_broker", "ensure_topics", "read_topic_to_end",
-    "to_record", "split_messages",
+    "to_record", "split_messages", "consume_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,16 @@ def to_record(msg: Any) -> Record:
     headers = msg.headers()
     return Record(msg.value(), msg.topic(), msg.partition(), msg.offset(), ts if ts_type else -1,
                   tuple(headers) if headers else ())
+
+
+def consume_batch(consumer: Consumer, batch_size: int, timeout_s: float) -> list[Any]:
+    """Wait up to ``timeout_s`` for the first message, then take, without waiting, whatever else is
+    already fetched (up to ``batch_size`` in all). Under load batches come out full; under a light
+    load they come out small and at once, instead of waiting for a batch that is not coming."""
+    first = consumer.consume(1, timeout=timeout_s)
+    if not first or batch_size <= 1:
+        return first
+    return first + consumer.consume(batch_size - 1, timeout=0)
 
 
 def split_messages(msgs: list[Any]) -> tuple[RecordBatch, set[tuple[str, int]]]:

@@ -574,7 +574,7 @@ class Retrainer:
     def run(self) -> RetrainStats:
         from confluent_kafka import Consumer, TopicPartition
 
-        from streamer.kafka_io import consumer_config, split_messages, wait_for_broker
+        from streamer.kafka_io import consume_batch, consumer_config, split_messages, wait_for_broker
         from streamer.modelstore import ModelFollower, announcement_for, publish
 
         cfg = self.cfg
@@ -604,7 +604,7 @@ class Retrainer:
                 if follower is not None:
                     self._follow(follower.poll())
                 records, ended = split_messages(
-                    consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s))
+                    consume_batch(consumer, cfg.kafka.batch_size, cfg.kafka.batch_timeout_s))
                 seen = records.next_offsets()
                 nxt.update(seen)
                 done -= seen.keys()

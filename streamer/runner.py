@@ -36,7 +36,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamer.alert import dead_letter_value, score_values
 from streamer.config import StreamerConfig
 from streamer.errors import BrokerError, StreamerError
-from streamer.kafka_io import consumer_config, ensure_topics, producer_config, split_messages, wait_for_broker
+from streamer.kafka_io import (
+    consume_batch, consumer_config, ensure_topics, producer_config, split_messages, wait_for_broker,
+)
 from streamer.pipeline import Pipeline, StepResult
 from streamer.records import RecordBatch
 
@@ -151,7 +153,7 @@ class Runner:
             while not self._stop.is_set():
                 if self._follower is not None:
                     self._consider(self._follower.poll())  # between two batches
-                records, _ = split_messages(consumer.consume(cfg.kafka.batch_size, timeout=cfg.kafka.batch_timeout_s))
+                records, _ = split_messages(consume_batch(consumer, cfg.kafka.batch_size, cfg.kafka.batch_timeout_s))
                 now = time.monotonic()
                 if records:
                     if self._first_record_t is None:

@@ -160,6 +160,30 @@ def test_large_reservoir_uses_the_tree_and_stays_exact():
     q = rng.normal(size=(300, 6)).astype(np.float32)
     np.testing.assert_allclose(r.knn(q, 7), knn_distance(q, r.data, 7), rtol=1e-4, atol=1e-5)
     assert r._tree is not None
-    r.add(rng.normal(size=(50, 6)))  # an admission invalidates the tree; the next query sees it
-    assert r._tree is None
+    r.add(rng.normal(size=(r.pending_max + 1, 6)))  # a large admission goes into the index at once
+    assert r._tree is None and r._n_pending == 0
     np.testing.assert_allclose(r.knn(q, 7), knn_distance(q, r.data, 7), rtol=1e-4, atol=1e-5)
+
+
+def test_small_admissions_wait_beside_the_tree_and_queries_stay_exact():
+    from streamer.score import KD_TREE_MIN_SIZE, Reservoir, knn_distance
+
+    rng = np.random.default_rng(6)
+    r = Reservoir(KD_TREE_MIN_SIZE, 5, seed=2)
+    r.add(rng.normal(size=(KD_TREE_MIN_SIZE, 5)))  # full
+    q = rng.normal(size=(400, 5)).astype(np.float32)
+    r.knn(q, 10)
+    tree = r._tree
+    near = q[:3] + 0.05  # admitted points right next to three queries: they must be found
+    r.add(near)
+    r.add(rng.normal(size=(20, 5)))
+    assert r._tree is tree and len(r) == KD_TREE_MIN_SIZE + 23 and r.admitted == KD_TREE_MIN_SIZE + 23
+    assert r.data.shape == (KD_TREE_MIN_SIZE + 23, 5)
+    np.testing.assert_allclose(r.knn(q, 10), knn_distance(q, r.data, 10), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(r.knn(q[:3], 1), 0.05 * np.sqrt(5), rtol=1e-2)
+    # The block fills up: everything moves into the store (random slots), the tree is rebuilt.
+    while r._n_pending + 50 <= r.pending_max:
+        r.add(rng.normal(size=(50, 5)))
+    r.add(rng.normal(size=(50, 5)))
+    assert r._n_pending == 0 and r._tree is None and len(r) == KD_TREE_MIN_SIZE == r.capacity
+    np.testing.assert_allclose(r.knn(q, 10), knn_distance(q, r.data, 10), rtol=1e-4, atol=1e-5)
