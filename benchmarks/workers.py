@@ -42,7 +42,8 @@ def _ready(spec: dict[str, Any]) -> None:
 def _commit(consumer: Any, nxt: dict[tuple[str, int], int]) -> None:
     from confluent_kafka import TopicPartition
 
-    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=False)
+    # Asynchronous, as the detector commits between batches (its output is acknowledged first).
+    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=True)
 
 
 # --------------------------------------------------------------------------------------- ceiling
@@ -254,7 +255,7 @@ def river_hst(spec: dict[str, Any]) -> dict[str, Any]:
         # As the detector: the batch's alerts acknowledged, then the offsets committed.
         if producer.flush(60) or errors:
             raise RuntimeError(f"alerts not acknowledged: {errors[:3]}")
-        nxt = {(r.topic, r.partition): r.offset + 1 for r in records}
+        nxt = records.next_offsets()
         if nxt:
             _commit(consumer, nxt)
         n += len(records)

@@ -95,6 +95,8 @@ def build_alerts(
             "source": {"topic": topic, "partition": part, "offset_start": lo, "offset_end": hi},
             "detected_at_ms": now_ms,
         })
+        if scored.entity_p is not None:  # the entity-baseline tail probability the alert also passed
+            out[-1]["entity_p_value"] = float(scored.entity_p[i])
     return out
 
 

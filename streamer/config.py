@@ -170,6 +170,13 @@ class DetectorConfig:
     )
     top_features: int = _f(3, "Features named in an alert's explanation.")
     seed: int = _f(7, "Seed of reservoir replacement.")
+    entity_baseline: int = _f(
+        0,
+        "Per-entity adaptive calibration: when > 0, a window's score is also compared with its entity's own recent "
+        "scores (exponential average over about this many windows, started from the calibration scores) and an alert "
+        "needs that tail probability below `alpha` too: a lasting change alerts at its onset, not all through it. "
+        "0: off.",
+    )
     knn_threads: int = _f(-1, "Threads of a nearest-neighbour query on a large reservoir (k-d tree); -1: one per core.")
     swap_windows: int = _f(
         5000,
@@ -275,6 +282,8 @@ class StreamerConfig:
             raise ConfigError("detector.alpha", "a rate in (0, 0.5)", d.alpha)
         if not 0.0 <= d.recon_weight <= 1.0:
             raise ConfigError("detector.recon_weight", "a weight in [0, 1]", d.recon_weight)
+        if d.entity_baseline < 0 or d.entity_baseline == 1:
+            raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
         if d.knn_threads == 0 or d.knn_threads < -1:
             raise ConfigError("detector.knn_threads", "a positive number of threads, or -1 (one per core)", d.knn_threads)
         if d.k < 1 or d.reservoir_size < d.k:

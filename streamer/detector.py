@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import Calibrator
+from streamer.calibrate import Calibrator, EntityBaseline
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 
@@ -28,6 +28,13 @@ class Scored:
     knn: np.ndarray
     recon: np.ndarray
     sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error (scaled, as scored)
+    entity_p: np.ndarray | None = None  # tail probability against the entity's own baseline (when on)
+
+    @property
+    def significance(self) -> np.ndarray:
+        """What an alert is decided on: the p-value, or with an entity baseline the larger of the
+        two tail probabilities (both must be small)."""
+        return self.p_value if self.entity_p is None else np.maximum(self.p_value, self.entity_p)
 
 
 class Detector:
@@ -45,13 +52,17 @@ class Detector:
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
         self.calibrator = Calibrator(model.calibration, cfg.alpha)
+        self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline)
+                         if cfg.entity_baseline else None)
 
     @property
     def version(self) -> str:
         return self.model.version
 
-    def score(self, x_raw: np.ndarray, *, admit: bool = True) -> Scored:
-        """Score raw window features; admit the windows judged normal into the reservoir."""
+    def score(self, x_raw: np.ndarray, *, admit: bool = True, entity: np.ndarray | None = None) -> Scored:
+        """Score raw window features; admit the windows judged normal into the reservoir. With an
+        entity baseline configured and ``entity`` given (one key per window, in stream order), each
+        window is also judged against its entity's recent scores."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
@@ -64,4 +75,7 @@ class Detector:
         if admit:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
+        if self.baseline is not None and entity is not None:
+            q = self.baseline.update(entity, s)
+            return Scored(s, p, self.calibrator.is_alert(np.maximum(p, q)), knn, recon, sq, q)
         return Scored(s, p, self.calibrator.is_alert(p), knn, recon, sq)

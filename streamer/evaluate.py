@@ -104,13 +104,13 @@ def evaluate_series(
             rows_l.append(r.windows.offset_hi - base)
             x_l.append(r.windows.x)
             s_l.append(r.scored.score)
-            p_l.append(r.scored.p_value)
+            p_l.append(r.scored.significance)
     r = pipe.flush()
     if r.scored is not None:
         rows_l.append(r.windows.offset_hi - base)
         x_l.append(r.windows.x)
         s_l.append(r.scored.score)
-        p_l.append(r.scored.p_value)
+        p_l.append(r.scored.significance)
     rows = np.concatenate(rows_l) if rows_l else np.empty(0, dtype=np.int64)
     x_test = np.concatenate(x_l) if x_l else np.empty((0, len(pipe.windower.feature_names)))
     ours = np.concatenate(s_l) if s_l else np.empty(0)
@@ -124,9 +124,15 @@ def evaluate_series(
 
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0
     if "streamer" in detectors:
-        out.scores["streamer"] = to_rows(ours, floor)
         out.alerts["streamer"] = to_rows((p < alpha).astype(float), 0.0).astype(bool)
-        out.unit_scores["streamer"] = to_rows(_unit(ours, model.calibration), 0.0)
+        if pipe.detector.baseline is not None:
+            # With an entity baseline the detector decides on the larger of its two tail
+            # probabilities; that is its ranking too (1 - significance, in [0, 1]).
+            out.scores["streamer"] = to_rows(1.0 - p, 0.0)
+            out.unit_scores["streamer"] = out.scores["streamer"]
+        else:
+            out.scores["streamer"] = to_rows(ours, floor)
+            out.unit_scores["streamer"] = to_rows(_unit(ours, model.calibration), 0.0)
         out.seconds["streamer"] = time.monotonic() - t0
 
     peers = [d for d in detectors if d != "streamer"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -42,7 +43,18 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.values)
 
-    def __getitem__(self, i: int) -> Record:
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+    @overload
+    def __getitem__(self, i: slice) -> RecordBatch: ...
+
+    def __getitem__(self, i: int | slice) -> Record | RecordBatch:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self.values))
+            if step != 1:
+                raise ValueError("a record batch is sliced with a step of 1")
+            return RecordBatch(self.values[lo:hi], self.topic[lo:hi], self.partition[lo:hi], self.offset[lo:hi],
+                               self.timestamp_ms[lo:hi], {k - lo: h for k, h in self.headers.items() if lo <= k < hi})
         return Record(self.values[i], self.topic[i], int(self.partition[i]), int(self.offset[i]),
                       int(self.timestamp_ms[i]), self.headers.get(i, ()))
 

@@ -88,3 +88,58 @@ def test_shifted_data_alerts_much_more():
     rng = np.random.default_rng(1)
     c = Calibrator(rng.normal(size=5000), alpha=0.01)
     assert c.is_alert(c.p_values(rng.normal(3.0, 1.0, size=2000))).mean() > 0.3
+
+
+# -- EntityBaseline ---------------------------------------------------------------------------------
+from streamer.calibrate import EntityBaseline  # noqa: E402
+
+
+def _stream(rng, n, level=1.0):
+    return rng.gamma(4.0, level / 4.0, size=n)
+
+
+def test_entity_baseline_stationary_stream_rarely_surprises():
+    rng = np.random.default_rng(0)
+    b = EntityBaseline(_stream(rng, 2000), horizon=500)
+    q = b.update(np.array(["h"] * 20000, dtype=object), _stream(rng, 20000))
+    assert np.all((q > 0) & (q <= 1)) and np.isfinite(q).all()
+    assert (q < 0.01).mean() < 0.02  # near its nominal rate on normal data
+
+
+def test_entity_baseline_alerts_at_the_onset_of_a_shift_then_adapts():
+    rng = np.random.default_rng(1)
+    b = EntityBaseline(_stream(rng, 2000), horizon=300)
+    ent = np.array(["h"] * 4000, dtype=object)
+    scores = np.r_[_stream(rng, 2000), _stream(rng, 2000, level=8.0)]  # a lasting change at 2000
+    q = b.update(ent, scores)
+    assert q[2000:2030].min() < 1e-4  # surprising at the onset
+    assert (q[3000:] < 0.01).mean() < 0.05  # the new level became the entity's normal
+
+
+def test_entity_baseline_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(2)
+    cal = _stream(rng, 1000)
+    n = 3000
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=n)
+    scores = _stream(rng, n) * np.where((ent == "b") & (np.arange(n) > 1500), 10.0, 1.0)
+    whole = EntityBaseline(cal, horizon=200).update(ent, scores)
+    parts = EntityBaseline(cal, horizon=200)
+    cuts = [0, 1, 7, 500, 501, 1999, n]
+    split = np.concatenate([parts.update(ent[a:b], scores[a:b]) for a, b in zip(cuts, cuts[1:])])
+    np.testing.assert_allclose(whole, split)
+    # alone, entity a gives exactly what it gave among the others
+    alone = EntityBaseline(cal, horizon=200).update(ent[ent == "a"], scores[ent == "a"])
+    np.testing.assert_allclose(whole[ent == "a"], alone)
+    onset = np.flatnonzero((ent == "b") & (np.arange(n) > 1500))[:20]
+    assert whole[onset].min() < 1e-3 and whole[ent == "a"].min() > 1e-4
+
+
+def test_entity_baseline_forgets_the_least_recently_seen_entity():
+    b = EntityBaseline(np.ones(10), horizon=10, max_entities=2)
+    b.update(np.array(["a", "b"], dtype=object), np.array([1.0, 1.0]))
+    b.update(np.array(["a"], dtype=object), np.array([1.0]))
+    b.update(np.array(["c"], dtype=object), np.array([1.0]))  # evicts b (a was seen later)
+    assert len(b) == 2 and set(b._slot) == {"a", "c"}
+    assert b.update(np.array([], dtype=object), np.array([])).shape == (0,)
+    with pytest.raises(ValueError):
+        EntityBaseline(np.ones(3), horizon=1)

@@ -385,3 +385,6 @@ def test_record_batch_round_trip_and_next_offsets():
     assert len(rb) == 5 and list(rb) == recs and rb[3].headers == (("k", b"v"),)
     assert rb.next_offsets() == {("a", 0): 5, ("a", 1): 2, ("b", 0): 4}
     assert RecordBatch.from_records([]).next_offsets() == {}
+    part = rb[2:4]
+    assert isinstance(part, RecordBatch) and list(part) == recs[2:4] and part.headers == {1: (("k", b"v"),)}
+    assert list(rb[3:]) == recs[3:] and len(rb[:0]) == 0

@@ -174,3 +174,19 @@ def test_pipeline_refuses_a_model_of_other_features(trained_model):
     other.config.window.aggregates = ["mean"]
     with pytest.raises(ValueError, match="other window features"):
         Pipeline(other, trained_model["cfg"].detector)
+
+
+def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(model, trained_model, flows, clean_run):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200)
+    pipe = Pipeline(model, cfg)
+    results = [pipe.process(b) for b in chunks(flow_records(flows["test"]))] + [pipe.flush()]
+    scored = [r for r in results if r.scored is not None]
+    p = np.concatenate([r.scored.p_value for r in scored])
+    q = np.concatenate([r.scored.entity_p for r in scored])
+    flags = np.concatenate([r.scored.alert for r in scored])
+    np.testing.assert_array_equal(p, clean_run["p"])  # the calibrated p-values are unchanged
+    np.testing.assert_array_equal(flags, (p < cfg.alpha) & (q < cfg.alpha))
+    assert flags.sum() <= clean_run["alert_flags"].sum()
+    alerts = [a for r in results for a in r.alerts]
+    assert len(alerts) == flags.sum() and all(a["entity_p_value"] < cfg.alpha for a in alerts)
+    assert len(pipe.detector.baseline) == len(set(np.concatenate([r.windows.entity for r in scored])))
