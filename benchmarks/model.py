@@ -6,9 +6,12 @@ For every batch size b and reservoir size m:
   knn       ``streamer.score.Reservoir.knn`` (exact kNN, k = 10) of b embeddings against m;
   detector  ``streamer.detector.Detector.score`` on b raw windows: normalize, embed, kNN,
             combine, p-values, reservoir admission (what the pipeline calls per batch).
-The model is the autoencoder of ``streamer.embed.build_autoencoder`` with the default sizes
-(hidden 64,32; latent 8) and ``--features`` inputs; its weights are untrained (inference cost does
-not depend on them). Works with any Keras backend (KERAS_BACKEND=jax ...).
+``--data flows`` (default): the model is trained (as ``streamer train`` does, default sizes:
+hidden 64,32, latent 8) on synthetic flow events of the e2e benchmark, the windows are other flows
+of the same kind, and the reservoirs hold their embeddings: what a running detector searches.
+``--data gaussian``: an untrained autoencoder with ``--features`` inputs, lognormal inputs and
+reservoirs of standard normal 8-d noise, the worst case for a k-d tree (no structure to exploit).
+Works with any Keras backend (KERAS_BACKEND=jax ...).
 
 kNN cells larger than ``--max-entries`` distance entries (b x m) are timed on a subset of the
 queries and scaled: the search runs in independent blocks of the same shape, so its time is
@@ -47,12 +50,12 @@ def timed(fn: Any, min_s: float) -> float:
             return el / n
 
 
-def make_detector(embedder: Any, normalizer: Any, m: int, rng: Any) -> Any:
+def make_detector(embedder: Any, normalizer: Any, seed: Any, rng: Any) -> Any:
     from streamer.artifact import ModelArtifact
     from streamer.config import DetectorConfig, StreamerConfig
     from streamer.detector import Detector
 
-    seed = rng.normal(size=(m, embedder.latent_dim)).astype(np.float32)
+    m = len(seed)
     art = ModelArtifact(
         name="bench", version="bench", path=Path("."), embedder=embedder, normalizer=normalizer,
         reservoir_seed=seed, calibration=rng.gamma(2.0, 1.0, 2000),
@@ -62,6 +65,25 @@ def make_detector(embedder: Any, normalizer: Any, m: int, rng: Any) -> Any:
         card={},
     )
     return Detector(art, DetectorConfig(reservoir_size=m))
+
+
+def flow_model(n_queries: int, n_pool: int, meta: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """Train a record-window model on synthetic flows (as the e2e benchmark does); return its
+    embedder and normalizer, ``n_queries`` windows to score and ``n_pool`` other windows whose
+    embeddings fill the reservoirs."""
+    from streamer.artifact import load_artifact_dir
+    from streamer.config import SchemaConfig
+    from streamer.decode import Decoder
+
+    tmp = bl.workdir()
+    t0 = time.monotonic()
+    path = bl.train_flow_model(bl.FlowGen(5_000, seed=1).records(50_000), window=bl.WINDOWS["record"],
+                               model_dir=tmp / "models", epochs=10)
+    model = load_artifact_dir(path)
+    meta["train_seconds"] = round(time.monotonic() - t0, 1)
+    decoder = Decoder(SchemaConfig(**bl.DEMO_SCHEMA))
+    events, _, _ = decoder.decode(bl.FlowGen(5_000, seed=2).records(n_queries + n_pool))
+    return model.embedder, model.normalizer, events.x[:n_queries], events.x[n_queries:]
 
 
 def _blas_threads() -> Any:
@@ -79,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"batches {DEFAULT_BATCHES}, reservoirs {DEFAULT_RESERVOIRS})")
     p.add_argument("--batches", default=None, help="batch sizes, comma separated (overrides the grid)")
     p.add_argument("--reservoirs", default=None, help="reservoir sizes, comma separated (overrides the grid)")
+    p.add_argument("--data", choices=["flows", "gaussian"], default="flows",
+                   help="flows: a model trained on synthetic flows, their embeddings in the reservoirs; gaussian: "
+                        "untrained model, reservoirs of 8-d normal noise (a k-d tree's worst case)")
     p.add_argument("--features", type=int, default=13,
-                   help="window features (13 = the flow schema's record windows: 5 numeric + 2 x 4 buckets)")
+                   help="--data gaussian: window features (13 = the flow schema's record windows: 5 numeric + 2 x 4 "
+                        "buckets)")
     p.add_argument("--min-seconds", type=float, default=0.3, help="timing per cell and round: calls until this long")
     p.add_argument("--repeats", type=int, default=3, help="rounds over the whole grid; each cell keeps its best")
     p.add_argument("--max-entries", type=float, default=1.5e8,
@@ -102,10 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     bl.say(f"model: keras backend {backend}, {args.features} features, batches {batches}, reservoirs "
            f"{reservoirs}, {meta['cores']} cores, load {meta['load_avg_at_start']}")
     rng = np.random.default_rng(0)
-    embedder = Embedder(build_autoencoder(args.features, hidden=[64, 32], latent_dim=8, noise_std=0.1, seed=7))
-    x_all = rng.lognormal(2.0, 1.0, size=(max(batches), args.features))
-    normalizer = Normalizer.fit(x_all[:5000], [f"f{i}" for i in range(args.features)])
+    if args.data == "flows":
+        embedder, normalizer, x_all, x_pool = flow_model(max(batches), max(reservoirs), meta)
+    else:
+        embedder = Embedder(build_autoencoder(args.features, hidden=[64, 32], latent_dim=8, noise_std=0.1, seed=7))
+        x_all = rng.lognormal(2.0, 1.0, size=(max(batches), args.features))
+        normalizer = Normalizer.fit(x_all[:5000], [f"f{i}" for i in range(args.features)])
+        x_pool = None
+    meta["data"] = args.data
     xn_all = normalizer.transform(x_all)
+    z_pool = embedder.embed(normalizer.transform(x_pool))[0] if x_pool is not None else None
+
+    def reservoir_data(m: int) -> Any:
+        if z_pool is not None:
+            return z_pool[:m].astype(np.float32)
+        return rng.normal(size=(m, 8)).astype(np.float32)
+
     # Trace the compiled call for every padded size first (a running detector has).
     from workers import warm_up
 
@@ -118,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = {}
     for m in reservoirs:
         res = Reservoir(m, 8, seed=1)
-        res.add(rng.normal(size=(m, 8)).astype(np.float32))
+        res.add(reservoir_data(m))
         stores[m] = res
     dets: dict[int, Any] = {}
     plan: list[tuple[str, int, int, int, Any]] = []  # (what, batch, reservoir, queries timed, call)
@@ -133,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             plan.append(("knn", b, m, q, lambda m=m, q=q: stores[m].knn(z_all[:q], 10)))
             if b * m <= args.max_entries:
                 if m not in dets:
-                    dets[m] = make_detector(embedder, normalizer, m, rng)
+                    dets[m] = make_detector(embedder, normalizer, reservoir_data(m), rng)
                 plan.append(("detector", b, m, b, lambda m=m, b=b: dets[m].score(x_all[:b])))
     best: dict[tuple[str, int, int], float] = {}
     for r in range(args.repeats):
