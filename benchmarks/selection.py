@@ -51,6 +51,7 @@ TELEMETRY_VARIANTS = {
     "entity-baseline-300": {"detector.entity_baseline": 300},
     "entity-baseline-1000": {"detector.entity_baseline": 1000},
     "entity-baseline-3000": {"detector.entity_baseline": 3000},
+    "entity-baseline-10000": {"detector.entity_baseline": 10000},
 }
 
 
