@@ -112,3 +112,15 @@ def test_peer_threshold_and_unit_scores():
     assert _threshold(val, 0.05) == 96.0  # alerts above the 95th percentile: 4 of 100 validation scores
     u = _unit(np.array([1.0, 100.0, 1e9]), val)
     assert 0 <= u[0] < u[1] < u[2] < 1
+
+
+def test_eval_with_entity_baseline_ranks_on_the_larger_tail_probability(tmp_path):
+    f = tmp_path / "sensor.csv"
+    _series_csv(f, 3)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                 "--detectors", "streamer", "--json", str(out), *FAST,
+                 "--set", "detector.entity_baseline=300"]) == 0
+    fig = json.loads(out.read_text())["sensor"]["streamer"]
+    assert fig["roc_auc"] > 0.9 and fig["event_recall"] == 1.0
+    assert fig["false_alarm_rate"] <= 0.05

@@ -250,3 +250,29 @@ def test_train_from_topic_and_replay_cli(tmp_path, flows, bootstrap, topics):
     card = orjson.loads((version_dir / "card.json").read_bytes())
     assert card["data"]["records"] == 4000
     assert card["source"] == f"topic:{topics['input']}"
+
+
+def test_a_failed_async_commit_is_forgotten_so_the_next_batch_commits_again(trained_model):
+    from confluent_kafka import KafkaError
+
+    cfg = trained_model["cfg"]
+    runner = Runner(cfg, Pipeline(load_artifact_dir(trained_model["path"]), cfg.detector), install_signals=False)
+    runner._committed = {("t", 0): 10, ("t", 1): 20}
+    runner._on_commit(None, [TopicPartition("t", 0, 10)])  # success: kept
+    assert runner._committed == {("t", 0): 10, ("t", 1): 20}
+    runner._on_commit(KafkaError(KafkaError.REQUEST_TIMED_OUT), [TopicPartition("t", 1, 20)])
+    assert runner._committed == {("t", 0): 10}
+
+
+def test_settle_heap_freezes_and_releases():
+    import gc
+
+    from streamer.runner import _settle_heap
+
+    try:
+        _settle_heap()
+        assert gc.get_freeze_count() > 0
+        _settle_heap(release=True)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
