@@ -40,6 +40,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
     "no-std-floor": {"model.scale_std_floor": False},
+    "reservoir-60k": {"detector.reservoir_size": 60000},
+    "k-5": {"detector.k": 5},
+    "k-20": {"detector.k": 20},
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},
