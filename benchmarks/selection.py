@@ -51,6 +51,7 @@ TELEMETRY_VARIANTS = {
     "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
     "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
     "window-2-latent-16-no-std-floor": {"window.size": 2, "model.latent_dim": 16, "model.scale_std_floor": False},
+    "no-entity-baseline": {"detector.entity_baseline": 0},
     "entity-baseline-300": {"detector.entity_baseline": 300},
     "entity-baseline-1000": {"detector.entity_baseline": 1000},
     "entity-baseline-3000": {"detector.entity_baseline": 3000},

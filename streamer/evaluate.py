@@ -39,6 +39,9 @@ DETECTORS = ("streamer",) + PEERS
 # Test records per pipeline call: small enough that the reservoir learns online between calls,
 # large enough that the model call is not dominated by its fixed overhead.
 EVAL_BATCH = 128
+# Weight of the raw score in the ranking of a detector with an entity baseline: it only orders
+# windows of equal significance.
+TIE_BREAK = 1e-6
 
 
 @dataclass
@@ -127,8 +130,11 @@ def evaluate_series(
         out.alerts["streamer"] = to_rows((p < alpha).astype(float), 0.0).astype(bool)
         if pipe.detector.baseline is not None:
             # With an entity baseline the detector decides on the larger of its two tail
-            # probabilities; that is its ranking too (1 - significance, in [0, 1]).
-            out.scores["streamer"] = to_rows(1.0 - p, 0.0)
+            # probabilities; that is its ranking too (1 - significance, in [0, 1]). The calibrated
+            # p-value is discrete (steps of 1/(n+1)), so many windows tie at the top; the raw
+            # score breaks those ties (it moves the ranking by less than 1e-6 otherwise).
+            ranked = (1.0 - p) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
+            out.scores["streamer"] = to_rows(ranked, 0.0)
             out.unit_scores["streamer"] = out.scores["streamer"]
         else:
             out.scores["streamer"] = to_rows(ours, floor)
