@@ -2,7 +2,8 @@
 
 Parsing JSON is one orjson call per message; the fields are then taken out one column at a time
 over the whole batch and checked on arrays, and only the rows that fail a check are looked at one by
-one (to name the reason of their dead letter). Everything after this stage works on arrays. Every bad record gets a reason code and a sentence; nothing non-finite passes.
+one (to name the reason of their dead letter). Everything after this stage works on arrays.
+Every bad record gets a reason code and a sentence; nothing non-finite passes.
 """
 
 from __future__ import annotations
