@@ -177,7 +177,11 @@ class DetectorConfig:
         "needs that tail probability below `alpha` too: a lasting change alerts at its onset, not all through it. "
         "0: off.",
     )
-    knn_threads: int = _f(-1, "Threads of a nearest-neighbour query on a large reservoir (k-d tree); -1: one per core.")
+    knn_threads: int = _f(
+        1,
+        "Threads of a nearest-neighbour query on a large reservoir (k-d tree); -1: one per core. One suits a "
+        "small machine shared with the broker (see README, Performance).",
+    )
     swap_windows: int = _f(
         5000,
         "Raw windows recently admitted to the reservoir, kept so that a hot-swapped model can re-embed them "

@@ -77,7 +77,7 @@ class Reservoir:
     batches (low latency) does not rebuild the tree for every one. Until then the reservoir holds up
     to ``capacity + pending_max`` embeddings; a large admission goes straight in, as it did."""
 
-    def __init__(self, capacity: int, dim: int, *, seed: int = 0, workers: int = -1) -> None:
+    def __init__(self, capacity: int, dim: int, *, seed: int = 0, workers: int = 1) -> None:
         self.capacity = capacity
         self.dim = dim
         self.workers = workers  # threads of a k-d tree query (-1: one per core)
