@@ -55,6 +55,8 @@ class RecordBatch:
                 raise ValueError("a record batch is sliced with a step of 1")
             return RecordBatch(self.values[lo:hi], self.topic[lo:hi], self.partition[lo:hi], self.offset[lo:hi],
                                self.timestamp_ms[lo:hi], {k - lo: h for k, h in self.headers.items() if lo <= k < hi})
+        if i < 0:
+            i += len(self.values)
         return Record(self.values[i], self.topic[i], int(self.partition[i]), int(self.offset[i]),
                       int(self.timestamp_ms[i]), self.headers.get(i, ()))
 

@@ -383,6 +383,7 @@ def test_record_batch_round_trip_and_next_offsets():
             for o, (t, p) in enumerate([("a", 0), ("a", 1), ("a", 0), ("b", 0), ("a", 0)])]
     rb = RecordBatch.from_records(recs)
     assert len(rb) == 5 and list(rb) == recs and rb[3].headers == (("k", b"v"),)
+    assert rb[-2] == recs[3] and rb[-1] == recs[4]
     assert rb.next_offsets() == {("a", 0): 5, ("a", 1): 2, ("b", 0): 4}
     assert RecordBatch.from_records([]).next_offsets() == {}
     part = rb[2:4]
