@@ -70,7 +70,7 @@ class EntityBaseline:
     both this tail probability and the calibrated p-value below alpha fire at the onset of a change
     instead of through all of it.
 
-    State is four numbers per entity; at most ``max_entities`` are kept (the least recently seen
+    State is three numbers per entity; at most ``max_entities`` are kept (the least recently seen
     are forgotten first and restart from the calibration prior).
     """
 
@@ -106,9 +106,12 @@ class EntityBaseline:
                 slot[key] = j
                 out[i] = j
         if new:
-            while len(slot) + len(new) > self.max_entities and slot:
-                oldest = next(iter(slot))
-                self._free.append(slot.pop(oldest))
+            # Forget the least recently seen, never an entity of this batch (those were re-inserted
+            # last): a batch with more entities than the bound overflows it until the next one.
+            evictable = len(slot) - (len(keys) - len(new))
+            while len(slot) + len(new) > self.max_entities and evictable > 0:
+                self._free.append(slot.pop(next(iter(slot))))
+                evictable -= 1
             grow = len(new) - len(self._free)
             if grow > 0:
                 start = len(self._state)

@@ -140,6 +140,10 @@ def test_entity_baseline_forgets_the_least_recently_seen_entity():
     b.update(np.array(["a"], dtype=object), np.array([1.0]))
     b.update(np.array(["c"], dtype=object), np.array([1.0]))  # evicts b (a was seen later)
     assert len(b) == 2 and set(b._slot) == {"a", "c"}
+    # a batch with more entities than the bound: none of them shares a slot with another
+    q = b.update(np.array(["x", "y", "z", "x"], dtype=object), np.array([1.0, 50.0, 1.0, 1.0]))
+    assert len(set(b._slot.values())) == len(b._slot) and {"x", "y", "z"} <= set(b._slot)
+    assert q[1] < q[0]
     assert b.update(np.array([], dtype=object), np.array([])).shape == (0,)
     with pytest.raises(ValueError):
         EntityBaseline(np.ones(3), horizon=1)
