@@ -3,7 +3,7 @@
 ``python benchmarks/workers.py KIND SPEC.json OUT.json`` with KIND one of:
 
 * ``ceiling``: a confluent-kafka consumer that only decodes each message with orjson and commits
-  offsets per batch (synchronously, per partition, like the detector): what Python + Kafka allow;
+  offsets per batch (asynchronously, per partition, like the detector): what Python + Kafka allow;
 * ``streamer``: the detector exactly as ``streamer run`` runs it (:class:`streamer.runner.Runner`
   with the model's schema and window; alerts produced and acknowledged before each commit);
 * ``river-hst``: the same consumer and the same decode (:class:`streamer.decode.Decoder`) feeding
@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import benchlib  # noqa: F401 - puts the project root on sys.path, quiets TensorFlow
@@ -46,6 +47,36 @@ def _commit(consumer: Any, nxt: dict[tuple[str, int], int]) -> None:
     consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in nxt.items()], asynchronous=True)
 
 
+class _MeasuredLoop:
+    """The consume loop that the ceiling and river-hst share: non-empty ``consume()`` results until
+    ``done()`` reaches the spec's expected events (or its timeout), timed from the first message
+    and in CPU seconds of the process over the loop."""
+
+    def __init__(self, consumer: Any, kcfg: Any, spec: dict[str, Any]) -> None:
+        self.consumer, self.kcfg, self.spec = consumer, kcfg, spec
+        self.first: float | None = None
+        self.end = self.cpu = 0.0
+
+    def batches(self, done: Callable[[], int]) -> Iterator[list[Any]]:
+        cpu0 = self_cpu_s()
+        _ready(self.spec)
+        deadline = time.monotonic() + self.spec.get("timeout_s", 3600)
+        while done() < self.spec["expected"] and time.monotonic() < deadline:
+            msgs = self.consumer.consume(self.kcfg.batch_size, timeout=self.kcfg.batch_timeout_s)
+            if not msgs:
+                continue
+            if self.first is None:
+                self.first = time.monotonic()
+            yield msgs
+        self.end = time.monotonic()
+        self.cpu = self_cpu_s() - cpu0
+        self.consumer.close()
+
+    def figures(self, events: int) -> dict[str, Any]:
+        return {"events": events, "seconds": self.end - (self.first or self.end), "cpu_s": self.cpu,
+                "peak_rss_mb": self_peak_rss_mb()}
+
+
 # --------------------------------------------------------------------------------------- ceiling
 def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     import orjson
@@ -56,19 +87,10 @@ def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     kcfg = _kafka_cfg(spec)
     consumer = Consumer(consumer_config(kcfg))  # the detector's own consumer settings
     consumer.subscribe([spec["topic"]])
-    expected = spec["expected"]
     loads = orjson.loads
     n = 0
-    first = None
-    cpu0 = self_cpu_s()
-    _ready(spec)
-    deadline = time.monotonic() + spec.get("timeout_s", 3600)
-    while n < expected and time.monotonic() < deadline:
-        msgs = consumer.consume(kcfg.batch_size, timeout=kcfg.batch_timeout_s)
-        if not msgs:
-            continue
-        if first is None:
-            first = time.monotonic()
+    loop = _MeasuredLoop(consumer, kcfg, spec)
+    for msgs in loop.batches(lambda: n):
         nxt: dict[tuple[str, int], int] = {}
         for m in msgs:
             err = m.error()
@@ -80,10 +102,7 @@ def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(str(err))
         if nxt:
             _commit(consumer, nxt)
-    end = time.monotonic()
-    cpu = self_cpu_s() - cpu0
-    consumer.close()
-    return {"events": n, "seconds": end - (first or end), "cpu_s": cpu, "peak_rss_mb": self_peak_rss_mb()}
+    return loop.figures(n)
 
 
 # -------------------------------------------------------------------------------------- streamer
@@ -226,16 +245,8 @@ def river_hst(spec: dict[str, Any]) -> dict[str, Any]:
     consumer.subscribe([spec["topic"]])
     limit = spec["expected"]
     n = alerts = dead = 0
-    first = None
-    cpu0 = self_cpu_s()
-    _ready(spec)
-    deadline = time.monotonic() + spec.get("timeout_s", 3600)
-    while n < limit and time.monotonic() < deadline:
-        msgs = consumer.consume(kcfg.batch_size, timeout=kcfg.batch_timeout_s)
-        if not msgs:
-            continue
-        if first is None:
-            first = time.monotonic()
+    loop = _MeasuredLoop(consumer, kcfg, spec)
+    for msgs in loop.batches(lambda: n):
         records, _ = split_messages(msgs)  # the detector's own triage of a consume() result
         records = records[: limit - n]  # exactly ``limit`` events (the rest stays uncommitted)
         events, bad, _ = decoder.decode(records)
@@ -259,11 +270,7 @@ def river_hst(spec: dict[str, Any]) -> dict[str, Any]:
         if nxt:
             _commit(consumer, nxt)
         n += len(records)
-    end = time.monotonic()
-    cpu = self_cpu_s() - cpu0
-    consumer.close()
-    return {"events": n, "seconds": end - (first or end), "cpu_s": cpu, "peak_rss_mb": self_peak_rss_mb(),
-            "alerts": alerts, "dead_letters": dead, "threshold": threshold, "train_rows": len(x_train)}
+    return {**loop.figures(n), "alerts": alerts, "dead_letters": dead, "threshold": threshold, "train_rows": len(x_train)}
 
 
 KINDS = {"ceiling": ceiling, "streamer": streamer, "river-hst": river_hst}

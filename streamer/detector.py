@@ -34,7 +34,11 @@ class Scored:
     def significance(self) -> np.ndarray:
         """What an alert is decided on: the p-value, or with an entity baseline the larger of the
         two tail probabilities (both must be small)."""
-        return self.p_value if self.entity_p is None else np.maximum(self.p_value, self.entity_p)
+        return _significance(self.p_value, self.entity_p)
+
+
+def _significance(p: np.ndarray, entity_p: np.ndarray | None) -> np.ndarray:
+    return p if entity_p is None else np.maximum(p, entity_p)
 
 
 class Detector:
@@ -75,7 +79,5 @@ class Detector:
         if admit:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
-        if self.baseline is not None and entity is not None:
-            q = self.baseline.update(entity, s)
-            return Scored(s, p, self.calibrator.is_alert(np.maximum(p, q)), knn, recon, sq, q)
-        return Scored(s, p, self.calibrator.is_alert(p), knn, recon, sq)
+        q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
+        return Scored(s, p, self.calibrator.is_alert(_significance(p, q)), knn, recon, sq, q)

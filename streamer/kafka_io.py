@@ -20,7 +20,7 @@ from streamer.records import Record, RecordBatch
 
 __all__ = [
     "client_config", "consumer_config", "producer_config", "wait_for_broker", "ensure_topics", "read_topic_to_end",
-    "to_record", "split_messages", "consume_batch",
+    "split_messages", "consume_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,6 @@ def ensure_topics(admin: AdminClient, topics: list[str], *, partitions: int = 3,
         time.sleep(0.2)
 
 
-def to_record(msg: Any) -> Record:
-    ts_type, ts = msg.timestamp()
-    headers = msg.headers()
-    return Record(msg.value(), msg.topic(), msg.partition(), msg.offset(), ts if ts_type else -1,
-                  tuple(headers) if headers else ())
-
-
 def consume_batch(consumer: Consumer, batch_size: int, timeout_s: float) -> list[Any]:
     """Wait up to ``timeout_s`` for the first message, then take, without waiting, whatever else is
     already fetched (up to ``batch_size`` in all). Under load batches come out full; under a light
@@ -187,11 +180,10 @@ def read_topic_to_end(cfg: KafkaConfig, topic: str, *, timeout_s: float = 60.0) 
         while any(pos[p] + 1 < ends[p] for p in ends):
             if time.monotonic() > deadline:
                 raise BrokerError(f"timed out reading topic {topic!r} to its end")
-            for msg in consumer.consume(10_000, timeout=1.0):
-                if msg.error():
-                    continue
-                out.append(to_record(msg))
-                pos[msg.partition()] = msg.offset()
+            batch, _ = split_messages(consumer.consume(10_000, timeout=1.0))
+            out.extend(batch)
+            for (_, part), nxt in batch.next_offsets().items():
+                pos[part] = nxt - 1
         return out
     finally:
         consumer.close()

@@ -84,7 +84,6 @@ class Reservoir:
         self.dim = dim
         self.workers = workers  # threads of a k-d tree query (-1: one per core)
         self._data = np.zeros((capacity, dim), dtype=np.float32)
-        self._sq = np.zeros(capacity, dtype=np.float32)
         self._n = 0
         self.pending_max = min(1024, capacity // 8)
         self._pending = np.zeros((self.pending_max, dim), dtype=np.float32)
@@ -131,13 +130,12 @@ class Reservoir:
                 tail = tail[-self.capacity:]
             slots = self._rng.choice(self.capacity, size=len(tail), replace=False)
             self._data[slots] = tail
-        self._sq[: self._n] = (self._data[: self._n] ** 2).sum(axis=1)
         self._tree = None
 
     def knn(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Mean distance of each query to its ``k`` nearest embeddings (exact)."""
         if not self._uses_tree():  # (nothing is pending then)
-            return knn_distance(queries, self._data[: self._n], k, self._sq[: self._n])
+            return knn_distance(queries, self._data[: self._n], k)
         from scipy.spatial import cKDTree
 
         if self._tree is None:
