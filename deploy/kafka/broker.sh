@@ -287,10 +287,14 @@ cmd_start() {
   # quorum.  A Kafka cluster id is 16 random bytes in URL-safe base64 without
   # padding; making it here saves a JVM start.  A STREAMER_KAFKA_DATA_DIR that
   # was formatted before is reused as is (formatting it again with a new
-  # cluster id would fail, even with --ignore-formatted).
+  # cluster id would fail, even with --ignore-formatted).  An id that starts
+  # with "-" would be read as an option by the tool (1 start in 32 failed):
+  # draw again, as Kafka's own generator does.
   if [[ ! -f "$DATA_DIR/kraft-logs/meta.properties" ]]; then
-    local cluster_id
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    local cluster_id="-"
+    while [[ "$cluster_id" == -* ]]; do
+      cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     if ! "$JAVA" "${TOOL_OPTS[@]}" -cp "$LIB_DIR/*" kafka.tools.StorageTool format \
         --standalone -t "$cluster_id" -c "$DATA_DIR/server.properties" >>"$log" 2>&1; then
       echo "---- last lines of $log ----" >&2; tail -n 30 "$log" >&2
