@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "reservoir-60k": {"detector.reservoir_size": 60000},
     "k-5": {"detector.k": 5},
     "k-20": {"detector.k": 20},
+    "no-p-tail": {"detector.p_tail": False},
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},

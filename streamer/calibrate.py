@@ -3,6 +3,13 @@
 ``p(s) = (1 + #{c >= s}) / (n + 1)`` over the calibration scores ``c`` (held-out normal validation
 windows, never seen by the reservoir). An alert fires when ``p < alpha``, which bounds the
 false-alarm rate on normal data exchangeable with the calibration set by ``alpha``.
+
+Beyond the largest calibration score the empirical p-value would stay at ``1 / (n + 1)``: every
+score past the calibration set would tie, and a set smaller than ``1 / alpha`` could never alert.
+With ``tail=True`` it keeps falling there, exponentially (a peaks-over-threshold fit with the
+generalized Pareto shape fixed at 0): ``p(s) = exp(-(s - c_max) / beta) / (n + 1)``, where ``beta``
+is the mean excess of the top tenth of the calibration scores (at least ``TAIL_MIN`` of them) over
+the next one. ``p`` stays continuous and non-increasing, and is unchanged up to ``c_max``.
 """
 
 from __future__ import annotations
@@ -11,11 +18,27 @@ import math
 
 import numpy as np
 
-__all__ = ["Calibrator", "EntityBaseline"]
+__all__ = ["Calibrator", "EntityBaseline", "tail_scale"]
+
+#: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
+TAIL_MIN = 10
+TAIL_SHARE = 0.1
+
+
+def tail_scale(sorted_scores: np.ndarray) -> float:
+    """Scale ``beta`` of the exponential upper tail of sorted calibration scores: the mean excess of
+    the top ``max(TAIL_MIN, TAIL_SHARE * n)`` scores over the score just below them; 0.0 when the set
+    is too small (fewer than two scores) or its top is flat (no tail to extrapolate)."""
+    n = len(sorted_scores)
+    if n < 2:
+        return 0.0
+    k = min(max(TAIL_MIN, int(TAIL_SHARE * n)), n - 1)
+    beta = float(np.mean(sorted_scores[n - k:] - sorted_scores[n - k - 1]))
+    return beta if math.isfinite(beta) and beta > 0.0 else 0.0
 
 
 class Calibrator:
-    def __init__(self, scores: np.ndarray, alpha: float) -> None:
+    def __init__(self, scores: np.ndarray, alpha: float, *, tail: bool = True) -> None:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
             raise ValueError("calibration needs a non-empty vector of finite scores")
@@ -31,6 +54,7 @@ class Calibrator:
         while g < n - 1 and (2.0 + g) / (n + 1.0) < alpha:
             g += 1
         self._max_ge = g
+        self.tail_beta = tail_scale(self.sorted) if tail else 0.0
 
     @property
     def n(self) -> int:
@@ -38,19 +62,30 @@ class Calibrator:
 
     @property
     def min_p(self) -> float:
-        """Smallest p-value this calibration set can give; alpha below it never alerts."""
-        return 1.0 / (self.n + 1)
+        """Smallest p-value this calibration set can give; alpha at or below it never alerts (0.0
+        with a tail: the p-value falls on past the largest calibration score)."""
+        return 0.0 if self.tail_beta > 0.0 else 1.0 / (self.n + 1)
 
     @property
     def threshold(self) -> float:
-        """Scores strictly above this alert (``inf`` when the set is too small for alpha)."""
+        """Scores strictly above this alert (``inf`` when the set is too small for alpha and has no
+        tail; with a tail, where the tail's p-value reaches alpha)."""
         if self._max_ge < 0:
-            return math.inf
+            if self.tail_beta <= 0.0 or not 0.0 < self.alpha:
+                return math.inf
+            return float(self.sorted[-1] + self.tail_beta * math.log(1.0 / (self.alpha * (self.n + 1.0))))
         return float(self.sorted[self.n - self._max_ge - 1])
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
-        ge = self.n - np.searchsorted(self.sorted, np.asarray(scores, dtype=np.float64), side="left")
-        return (1.0 + ge) / (self.n + 1.0)
+        s = np.asarray(scores, dtype=np.float64)
+        ge = self.n - np.searchsorted(self.sorted, s, side="left")
+        p = (1.0 + ge) / (self.n + 1.0)
+        if self.tail_beta > 0.0:
+            top = self.sorted[-1]
+            past = s > top
+            if past.any():
+                p[past] = np.exp(-(s[past] - top) / self.tail_beta) / (self.n + 1.0)
+        return p
 
     def is_alert(self, p: np.ndarray) -> np.ndarray:
         return np.asarray(p) < self.alpha

@@ -168,6 +168,12 @@ class DetectorConfig:
     admit_p: float = _f(
         0.2, "Only windows with a p-value at least this high enter the reservoir (judged normal)."
     )
+    p_tail: bool = _f(
+        True,
+        "Past the largest calibration score, p-values keep falling exponentially (scale: the mean excess of the "
+        "top tenth of calibration scores) instead of stopping at 1/(n+1): far-out scores rank apart, and a "
+        "calibration set smaller than 1/alpha can still alert. false: plain empirical p-values.",
+    )
     top_features: int = _f(3, "Features named in an alert's explanation.")
     seed: int = _f(7, "Seed of reservoir replacement.")
     entity_baseline: int = _f(

@@ -55,7 +55,7 @@ class Detector:
                                    workers=cfg.knn_threads)
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
-        self.calibrator = Calibrator(model.calibration, cfg.alpha)
+        self.calibrator = Calibrator(model.calibration, cfg.alpha, tail=cfg.p_tail)
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline)
                          if cfg.entity_baseline else None)
 

@@ -14,6 +14,7 @@ For every series of a dataset:
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -67,6 +68,15 @@ def _unit(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     lo = float(np.min(reference)) if len(reference) else 0.0
     x = np.maximum(scores - lo, 0.0) / max(q - lo, 1e-12)
     return x / (1.0 + x)
+
+
+def _surprise(significance: np.ndarray, alpha: float) -> np.ndarray:
+    """Significance (a tail probability) as a score in [0, 1): ``L / (1 + L)`` with ``L =
+    log(1 / significance) / log(1 / alpha)``, so 0.5 is the alert threshold. Unlike ``1 - p`` it
+    keeps far tails apart (``1 - p`` rounds to 1.0 for every ``p`` below about 1e-16)."""
+    sig = np.clip(np.asarray(significance, dtype=np.float64), 1e-300, 1.0)
+    big = np.log(sig) / math.log(alpha)
+    return big / (1.0 + big)
 
 
 def _threshold(val_scores: np.ndarray, alpha: float) -> float:
@@ -130,10 +140,11 @@ def evaluate_series(
         out.alerts["streamer"] = to_rows((p < alpha).astype(float), 0.0).astype(bool)
         if pipe.detector.baseline is not None:
             # With an entity baseline the detector decides on the larger of its two tail
-            # probabilities; that is its ranking too (1 - significance, in [0, 1]). The calibrated
-            # p-value is discrete (steps of 1/(n+1)), so many windows tie at the top; the raw
-            # score breaks those ties (it moves the ranking by less than 1e-6 otherwise).
-            ranked = (1.0 - p) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
+            # probabilities; that is its ranking too, as a surprise in [0, 1) that does not
+            # saturate in floating point (see _surprise). Inside the calibration set the p-value is
+            # discrete (steps of 1/(n+1)), so windows may tie; the raw score breaks those ties (it
+            # moves the ranking by less than 1e-6 otherwise).
+            ranked = _surprise(p, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
             out.scores["streamer"] = to_rows(ranked, 0.0)
             out.unit_scores["streamer"] = out.scores["streamer"]
         else:

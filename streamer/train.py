@@ -219,10 +219,14 @@ def fit_on_windows(
     # 6. honest false-alarm rate: calibrate on even-indexed, test on odd-indexed held-out windows
     alpha = cfg.detector.alpha
     half_a, half_b = s_va[0::2], s_va[1::2]
-    far = float(Calibrator(half_a, alpha).is_alert(Calibrator(half_a, alpha).p_values(half_b)).mean())
-    if 1.0 / (len(s_va) + 1) >= alpha:
+    half_cal = Calibrator(half_a, alpha, tail=cfg.detector.p_tail)
+    far = float(half_cal.is_alert(half_cal.p_values(half_b)).mean())
+    if Calibrator(s_va, alpha, tail=cfg.detector.p_tail).min_p >= alpha:
         log.warning("only %d calibration windows: p-values cannot go below alpha=%g; no alert will fire "
-                    "(train on more data or raise detector.alpha)", len(s_va), alpha)
+                    "(train on more data, raise detector.alpha or turn detector.p_tail on)", len(s_va), alpha)
+    elif 1.0 / (len(s_va) + 1) >= alpha:
+        log.warning("only %d calibration windows: alerts at alpha=%g rest on the extrapolated tail of the "
+                    "calibration scores (detector.p_tail)", len(s_va), alpha)
 
     card: dict[str, Any] = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

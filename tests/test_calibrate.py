@@ -11,7 +11,7 @@ from streamer.calibrate import Calibrator
 
 
 def test_p_values_hand_computed():
-    c = Calibrator(np.array([3.0, 1.0, 4.0, 2.0]), alpha=0.45)
+    c = Calibrator(np.array([3.0, 1.0, 4.0, 2.0]), alpha=0.45, tail=False)
     assert c.n == 4 and c.sorted.tolist() == [1, 2, 3, 4]
     # p(s) = (1 + #{c >= s}) / (n + 1)
     p = c.p_values(np.array([0.0, 1.0, 2.0, 2.5, 4.0, 4.5]))
@@ -39,9 +39,10 @@ def test_threshold_semantics_agree_with_p_values():
         for cal in (np.round(rng.normal(size=n), 1), rng.permutation(n).astype(float)):  # ties; distinct
             probe = np.concatenate([cal, cal + 0.05, cal - 0.05, [-10.0, 1e6]])
             for alpha in (0.001, 0.01, 0.02, 0.05, 0.07, 0.1, 0.13, 0.2, 0.3, 0.49):
-                c = Calibrator(cal, alpha)
-                alert = c.is_alert(c.p_values(probe))
-                assert np.array_equal(alert, probe > c.threshold), (n, alpha, c.threshold)
+                for tail in (False, True):
+                    c = Calibrator(cal, alpha, tail=tail)
+                    alert = c.is_alert(c.p_values(probe))
+                    assert np.array_equal(alert, probe > c.threshold), (n, alpha, tail, c.threshold)
 
 
 def test_threshold_where_alpha_times_n_plus_one_rounds_up():
@@ -55,15 +56,63 @@ def test_threshold_where_alpha_times_n_plus_one_rounds_up():
     assert c.is_alert(c.p_values(np.array([93.5])))[0]
 
 
-def test_too_small_calibration_set_never_alerts():
-    c = Calibrator(np.arange(50, dtype=float), alpha=0.01)
+def test_too_small_calibration_set_never_alerts_without_a_tail():
+    c = Calibrator(np.arange(50, dtype=float), alpha=0.01, tail=False)
     assert c.min_p == pytest.approx(1 / 51) and c.min_p > c.alpha
     assert c.threshold == math.inf
     assert not c.is_alert(c.p_values(np.array([1e9]))).any()
     # the smallest set that can alert at 0.01 has 100 scores (min p = 1/101)
-    assert Calibrator(np.arange(99, dtype=float), 0.01).threshold == math.inf
-    c = Calibrator(np.arange(100, dtype=float), 0.01)
+    assert Calibrator(np.arange(99, dtype=float), 0.01, tail=False).threshold == math.inf
+    c = Calibrator(np.arange(100, dtype=float), 0.01, tail=False)
     assert c.threshold == 99.0 and c.is_alert(c.p_values(np.array([99.5])))[0]
+
+
+def test_tail_hand_computed():
+    # n = 20 scores 1..20: the tail takes the top max(10, 2) = 10 (11..20) over the next one (10):
+    # mean excess beta = (1 + ... + 10) / 10 = 5.5; past 20, p(s) = exp(-(s - 20) / 5.5) / 21
+    cal = np.arange(1.0, 21.0)
+    c = Calibrator(cal, alpha=0.01)
+    assert c.tail_beta == pytest.approx(5.5)
+    p = c.p_values(np.array([0.0, 10.0, 20.0, 25.5, 31.0]))
+    np.testing.assert_allclose(p, [1.0, 12 / 21, 2 / 21, math.exp(-1) / 21, math.exp(-2) / 21])
+    # unchanged up to the largest calibration score
+    probe = np.linspace(-1, 20, 50)
+    np.testing.assert_array_equal(c.p_values(probe), Calibrator(cal, 0.01, tail=False).p_values(probe))
+    # 21 scores cannot give 0.01 empirically; the tail reaches it at 20 + 5.5 * ln(1 / 0.21)
+    assert c.min_p == 0.0
+    assert c.threshold == pytest.approx(20 + 5.5 * math.log(1 / 0.21))
+    assert c.is_alert(c.p_values(np.array([c.threshold - 1e-6, c.threshold + 1e-6]))).tolist() == [False, True]
+
+
+def test_tail_is_continuous_and_non_increasing():
+    rng = np.random.default_rng(3)
+    c = Calibrator(rng.gamma(2.0, size=300), alpha=0.01)
+    probe = np.sort(np.concatenate([c.sorted, c.sorted + 1e-9, np.linspace(0, 3 * c.sorted[-1], 2000)]))
+    p = c.p_values(probe)
+    assert (np.diff(p) <= 0).all() and p[-1] < c.min_p + 1 / 301 / 1e3
+    top = c.sorted[-1]
+    assert c.p_values(np.array([top + 1e-12]))[0] == pytest.approx(1 / 301)
+    # far-out scores no longer tie
+    far = c.p_values(np.array([2 * top, 3 * top, 4 * top]))
+    assert far[0] > far[1] > far[2] > 0
+
+
+def test_tail_off_for_a_flat_top_or_a_single_score():
+    assert Calibrator(np.ones(50), 0.01).tail_beta == 0.0
+    assert Calibrator(np.array([2.0]), 0.5).tail_beta == 0.0
+    c = Calibrator(np.ones(50), 0.01)
+    assert c.p_values(np.array([5.0]))[0] == pytest.approx(1 / 51) and c.threshold == math.inf
+
+
+def test_tail_false_alarm_rate_with_a_small_calibration_set():
+    # 50 normal scores cannot give p < 0.01 empirically; with the tail the false-alarm rate on
+    # exchangeable data stays near alpha (mean over 200 calibration draws; gamma scores, like distances)
+    rng = np.random.default_rng(11)
+    rates = []
+    for _ in range(200):
+        c = Calibrator(rng.gamma(2.0, size=50), alpha=0.01)
+        rates.append(c.is_alert(c.p_values(rng.gamma(2.0, size=5000))).mean())
+    assert 0.005 <= float(np.mean(rates)) <= 0.02
 
 
 @pytest.mark.parametrize("bad", [np.array([]), np.array([1.0, np.nan]), np.array([np.inf]), np.ones((2, 2))])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.evaluate import _threshold, _unit
+from streamer.evaluate import _surprise, _threshold, _unit
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,12 @@ def test_peer_threshold_and_unit_scores():
     assert _threshold(val, 0.05) == 96.0  # alerts above the 95th percentile: 4 of 100 validation scores
     u = _unit(np.array([1.0, 100.0, 1e9]), val)
     assert 0 <= u[0] < u[1] < u[2] < 1
+
+
+def test_surprise_maps_significance_to_unit_scores_without_saturating():
+    u = _surprise(np.array([1.0, 0.1, 0.01, 1e-4, 1e-17, 1e-30, 0.0]), 0.01)
+    np.testing.assert_allclose(u[:4], [0.0, 1 / 3, 0.5, 2 / 3])  # L = 0, 0.5, 1, 2
+    assert (np.diff(u) > 0).all() and u[-1] < 1.0  # 1 - p would tie 1e-17, 1e-30 and 0 at 1.0
 
 
 def test_eval_with_entity_baseline_ranks_on_the_larger_tail_probability(tmp_path):
