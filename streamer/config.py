@@ -227,8 +227,9 @@ class RetrainConfig:
     )
     confident_factor: float = _f(
         10.0,
-        "Confident alerts: windows whose score is at least this times the alert threshold (p-values saturate "
-        "at 1/(calibration size + 1), so the margin is on the score). The gate requires candidates to flag them.",
+        "Confident alerts: windows whose score is at least this times the alert threshold (the margin is on the "
+        "score: plain p-values saturate at 1/(calibration size + 1), and the tail's are an extrapolation). The "
+        "gate requires candidates to flag them.",
     )
     confident_keep: int = _f(500, "Most recent confident alerts kept for the gate (bounded).")
     gate_share: float = _f(
@@ -292,6 +293,8 @@ class StreamerConfig:
             raise ConfigError("detector.alpha", "a rate in (0, 0.5)", d.alpha)
         if not 0.0 <= d.recon_weight <= 1.0:
             raise ConfigError("detector.recon_weight", "a weight in [0, 1]", d.recon_weight)
+        if not 0.0 <= d.admit_p <= 1.0:
+            raise ConfigError("detector.admit_p", "a p-value in [0, 1]", d.admit_p)
         if d.entity_baseline < 0 or d.entity_baseline == 1:
             raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
         if d.knn_threads == 0 or d.knn_threads < -1:

@@ -19,10 +19,11 @@ _COLUMNS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("best_f1", "best F1")
 _NAB = [("nab_standard", "NAB std"), ("nab_low_fp", "NAB lowFP"), ("nab_low_fn", "NAB lowFN")]
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, key: str = "") -> str:
+    """Rates with 3 decimals; NAB scores (0 = null detector, 100 = perfect) with 1."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.1f}" if key.startswith("nab_") or abs(v) >= 10 else f"{v:.3f}"
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -37,7 +38,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             by_det[d].get("pr_auc", float("nan"))) else float("-inf"))
         for det, fig in by_det.items():
             mark = "*" if det == best else " "
-            lines.append(f"{mark} {det:<12}" + "".join(f"{_fmt(fig.get(k)):>10}" for k, _ in cols))
+            lines.append(f"{mark} {det:<12}" + "".join(f"{_fmt(fig.get(k), k):>10}" for k, _ in cols))
     return "\n".join(lines) + "\n"
 
 
