@@ -61,6 +61,9 @@ TELEMETRY_VARIANTS = {
     "entity-baseline-1000": {"detector.entity_baseline": 1000},
     "entity-baseline-3000": {"detector.entity_baseline": 3000},
     "entity-baseline-10000": {"detector.entity_baseline": 10000},
+    "baseline-short-1": {"detector.entity_baseline_short": 1},
+    "baseline-short-3": {"detector.entity_baseline_short": 3},
+    "baseline-short-30": {"detector.entity_baseline_short": 30},
 }
 
 

@@ -109,7 +109,7 @@ class EntityBaseline:
     are forgotten first and restart from the calibration prior).
     """
 
-    def __init__(self, calibration_scores: np.ndarray, *, horizon: int, short: int = 10,
+    def __init__(self, calibration_scores: np.ndarray, *, horizon: int, short: int = 3,
                  max_entities: int = 200_000) -> None:
         if horizon < 2 or short < 1 or max_entities < 1:
             raise ValueError("entity baseline: horizon >= 2, short >= 1 and max_entities >= 1 are needed")

@@ -183,6 +183,11 @@ class DetectorConfig:
         "needs that tail probability below `alpha` too: a lasting change alerts at its onset, not all through it. "
         "0: off.",
     )
+    entity_baseline_short: int = _f(
+        3,
+        "Windows averaged (exponentially) into the score an entity baseline judges: more smooths single-window "
+        "noise, fewer reacts at once to a single odd window.",
+    )
     knn_threads: int = _f(
         1,
         "Threads of a nearest-neighbour query on a large reservoir (k-d tree); -1: one per core. One suits a "
@@ -297,6 +302,8 @@ class StreamerConfig:
             raise ConfigError("detector.admit_p", "a p-value in [0, 1]", d.admit_p)
         if d.entity_baseline < 0 or d.entity_baseline == 1:
             raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
+        if d.entity_baseline_short < 1:
+            raise ConfigError("detector.entity_baseline_short", "a number of windows >= 1", d.entity_baseline_short)
         if d.knn_threads == 0 or d.knn_threads < -1:
             raise ConfigError("detector.knn_threads", "a positive number of threads, or -1 (one per core)", d.knn_threads)
         if d.k < 1 or d.reservoir_size < d.k:

@@ -56,7 +56,8 @@ class Detector:
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
         self.calibrator = Calibrator(model.calibration, cfg.alpha, tail=cfg.p_tail)
-        self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline)
+        self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
+                                        short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
 
     @property

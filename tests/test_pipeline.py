@@ -190,3 +190,14 @@ def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(mo
     alerts = [a for r in results for a in r.alerts]
     assert len(alerts) == flags.sum() and all(a["entity_p_value"] < cfg.alpha for a in alerts)
     assert len(pipe.detector.baseline) == len(set(np.concatenate([r.windows.entity for r in scored])))
+
+
+def test_detector_takes_the_baseline_span_and_the_p_tail_from_config(model, trained_model):
+    base = trained_model["cfg"].detector
+    det = Pipeline(model, dataclasses.replace(base, entity_baseline=200, entity_baseline_short=3)).detector
+    assert det.baseline.b_short == pytest.approx(2 / 4) and det.baseline.b_long == pytest.approx(2 / 201)
+    assert det.calibrator.tail_beta > 0 and det.calibrator.min_p == 0.0
+    plain = Pipeline(model, dataclasses.replace(base, p_tail=False)).detector
+    assert plain.baseline is None and plain.calibrator.min_p == pytest.approx(1 / (plain.calibrator.n + 1))
+    far = np.array([plain.calibrator.sorted[-1] * 10])
+    assert det.calibrator.p_values(far)[0] < plain.calibrator.p_values(far)[0]
