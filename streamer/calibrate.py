@@ -9,7 +9,8 @@ score past the calibration set would tie, and a set smaller than ``1 / alpha`` c
 With ``tail=True`` it keeps falling there, exponentially (a peaks-over-threshold fit with the
 generalized Pareto shape fixed at 0): ``p(s) = exp(-(s - c_max) / beta) / (n + 1)``, where ``beta``
 is the mean excess of the top tenth of the calibration scores (at least ``TAIL_MIN`` of them) over
-the next one. ``p`` stays continuous and non-increasing, and is unchanged up to ``c_max``.
+the next one. ``p`` stays continuous and non-increasing, and is unchanged up to ``c_max``; it
+never reaches 0 (floored at the smallest normal float, about 2.2e-308).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = ["Calibrator", "EntityBaseline", "tail_scale"]
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
 TAIL_SHARE = 0.1
+_P_FLOOR = float(np.finfo(np.float64).tiny)
 
 
 def tail_scale(sorted_scores: np.ndarray) -> float:
@@ -84,7 +86,8 @@ class Calibrator:
             top = self.sorted[-1]
             past = s > top
             if past.any():
-                p[past] = np.exp(-(s[past] - top) / self.tail_beta) / (self.n + 1.0)
+                # floored at the smallest normal float: a p-value of exactly 0 would claim certainty
+                p[past] = np.maximum(np.exp(-(s[past] - top) / self.tail_beta) / (self.n + 1.0), _P_FLOOR)
         return p
 
     def is_alert(self, p: np.ndarray) -> np.ndarray:

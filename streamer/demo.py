@@ -211,7 +211,7 @@ def _table(alerts: list[dict], truth: set[tuple[str, int]], t0_ms: int, out: Tex
         feats = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in a["top_features"])
         hit = "attack" if (a["entity"], a["window_start_ms"]) in truth else "-"
         out.write(f"{(a['window_start_ms'] - t0_ms) / 1000:>10.0f}  {a['entity']:<12} {a['score']:>9.1f} "
-                  f"{a['p_value']:>9.5f}  {hit:<6} {feats}\n")
+                  f"{a['p_value']:>9.1e}  {hit:<6} {feats}\n")
 
 
 def run_demo(
@@ -348,6 +348,8 @@ def run_demo(
                        "dead_letter": cfg.topics.dead_letter, "models": cfg.topics.models},
             "wall_seconds": round(time.monotonic() - t_start, 1),
             "data": "synthetic (streamer.synth)",
+            # one alert record as it came off the alerts topic (the strongest of the attack phase)
+            "example_alert": max(attack_phase, key=lambda a: a["score"]) if attack_phase else None,
         }
         if drift:
             summary["false_alarm_rate"] = _phase_rates(scored, artifact.version, drift_ms, alerts_truth=_truth_keys(

@@ -95,6 +95,7 @@ def test_tail_is_continuous_and_non_increasing():
     # far-out scores no longer tie
     far = c.p_values(np.array([2 * top, 3 * top, 4 * top]))
     assert far[0] > far[1] > far[2] > 0
+    assert c.p_values(np.array([1e6 * top, np.inf]))[0] == np.finfo(np.float64).tiny  # never exactly 0
 
 
 def test_tail_off_for_a_flat_top_or_a_single_score():
