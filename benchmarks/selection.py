@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},
+    "window-8": {"window.size": 8},
     "window-16": {"window.size": 16},
     "window-2": {"window.size": 2},
     "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
