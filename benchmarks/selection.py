@@ -8,6 +8,10 @@
   ``train/`` with synthetic anomalies injected (spikes, level shifts and noise bursts on a few
   random metrics for 5-40 rows); ``test/`` is never read. (SMD's train split is unlabelled and
   may hold real anomalies: this measures relative, not absolute, quality.)
+* ``nab``: per file, only the probationary period (the first 15%, at most 750 rows; NAB lets a
+  detector learn from it): train on its first 60%, validate on the rest with the same kind of
+  injected anomalies (files whose probation is too short for that are left out); the scored rows
+  after the probation are never read.
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
 detector, so a default can be picked before any test figure is seen.
@@ -58,6 +62,7 @@ TELEMETRY_VARIANTS = {
     "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
     "window-2-latent-16-no-std-floor": {"window.size": 2, "model.latent_dim": 16, "model.scale_std_floor": False},
     "no-entity-baseline": {"detector.entity_baseline": 0},
+    "window-8-no-entity-baseline": {"window.size": 8, "detector.entity_baseline": 0},
     "entity-baseline-300": {"detector.entity_baseline": 300},
     "entity-baseline-1000": {"detector.entity_baseline": 1000},
     "entity-baseline-3000": {"detector.entity_baseline": 3000},
@@ -102,8 +107,9 @@ def nsl_validation(root: Path, categories: list[str] | None = None) -> datasets.
     return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series("KDDTrain+ last 20%", train, val, lab[cut:])]), 1)
 
 
-def inject(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic anomalies on a copy of ``x`` (rows x metrics); returns it and row labels."""
+def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic anomalies on a copy of ``x`` (rows x metrics); returns it and row labels. ``clip``
+    keeps values non-negative (SMD's metrics are scaled to [0, 1])."""
     x = x.copy()
     y = np.zeros(len(x), dtype=np.int8)
     std = x.std(axis=0) + 1e-3
@@ -111,7 +117,7 @@ def inject(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     for _ in range(n_events):
         lo = int(rng.integers(50, len(x) - 50))
         hi = lo + int(rng.integers(5, 40))
-        cols = rng.choice(x.shape[1], size=int(rng.integers(1, 5)), replace=False)
+        cols = rng.choice(x.shape[1], size=min(int(rng.integers(1, 5)), x.shape[1]), replace=False)
         kind = rng.integers(3)
         if kind == 0:
             x[lo:hi, cols] += 4 * std[cols]
@@ -120,7 +126,7 @@ def inject(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
         else:
             x[lo:hi, cols] += rng.normal(0, 3, size=(hi - lo, len(cols))) * std[cols]
         y[lo:hi] = 1
-    return np.clip(x, 0, None), y
+    return (np.clip(x, 0, None) if clip else x), y
 
 
 def smd_validation(root: Path, machines: int, seed: int) -> datasets.Dataset:
@@ -152,9 +158,32 @@ def category_pr_auc(categories: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(out))
 
 
+def nab_validation(root: Path, seed: int) -> datasets.Dataset:
+    """Per NAB file, only its probationary period (which NAB lets a detector learn from): train on
+    its first 60%, validate on the rest with injected anomalies; the scored rows are never read."""
+    ds = datasets.load_nab(root)
+    rng = np.random.default_rng(seed)
+
+    def series():
+        for s in ds.series:
+            n_prob = datasets.nab_probation(len(s.test))
+            cut = int(n_prob * 0.6)
+            if n_prob - cut < 120:  # too short to inject into (files under ~2,000 rows)
+                continue
+            docs = [orjson.loads(r.value) for r in s.test[:n_prob]]
+            vals = np.array([[d["value"]] for d in docs], dtype=np.float64)
+            xv, y = inject(vals[cut:], rng, clip=False)
+            for d, v in zip(docs[cut:], xv[:, 0]):
+                d["value"] = float(v)
+            recs = [Record(orjson.dumps(d), s.name, 0, i) for i, d in enumerate(docs)]
+            yield datasets.Series(s.name, recs[:cut], recs[cut:], y)
+
+    return datasets.Dataset("nab-validation", ds.overrides, series(), ds.n_series)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["nsl-kdd", "smd"], required=True)
+    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab"], required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
@@ -163,14 +192,19 @@ def main() -> int:
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
     root = datasets.dataset_root(args.root)
-    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset == "smd" else {}))
+    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab") else {}))
     if args.variants:
         variants = {k: variants[k] for k in args.variants.split(",")}
     peers = [p for p in args.peers.split(",") if p]
     results: dict[str, dict[str, float]] = {}
     for name, ov in variants.items():
         cats: list[str] = []
-        ds = nsl_validation(root, cats) if args.dataset == "nsl-kdd" else smd_validation(root, args.machines, args.seed)
+        if args.dataset == "nsl-kdd":
+            ds = nsl_validation(root, cats)
+        elif args.dataset == "smd":
+            ds = smd_validation(root, args.machines, args.seed)
+        else:
+            ds = nab_validation(root, args.seed)
         cfg = load_config(overrides={**ds.overrides, **ov, "detector.alpha": 0.01}, environ={})
         figs: dict[str, dict[str, list[float]]] = {}
         with tempfile.TemporaryDirectory() as tmp:
