@@ -21,8 +21,8 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import benchlib  # noqa: F401 - puts the project root on sys.path, quiets TensorFlow
