@@ -14,7 +14,8 @@
   after the probation are never read.
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
-detector, so a default can be picked before any test figure is seen.
+detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies, so
+a default can be picked before any test figure is seen.
 
     .venv/bin/python benchmarks/selection.py --dataset nsl-kdd --root ../shared/datasets
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
@@ -52,6 +53,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no-p-tail": {"detector.p_tail": False},
     "admit-p-0.5": {"detector.admit_p": 0.5},
     "admit-p-1": {"detector.admit_p": 1.0},
+    "hash-buckets-64": {"schema.hash_buckets": 64},
+    "hash-buckets-256": {"schema.hash_buckets": 256},
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},
@@ -67,9 +70,12 @@ TELEMETRY_VARIANTS = {
     "entity-baseline-1000": {"detector.entity_baseline": 1000},
     "entity-baseline-3000": {"detector.entity_baseline": 3000},
     "entity-baseline-10000": {"detector.entity_baseline": 10000},
+    "entity-baseline-30000": {"detector.entity_baseline": 30000},
     "baseline-short-1": {"detector.entity_baseline_short": 1},
     "baseline-short-3": {"detector.entity_baseline_short": 3},
     "baseline-short-30": {"detector.entity_baseline_short": 30},
+    "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
+    "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
 }
 
 
@@ -107,16 +113,20 @@ def nsl_validation(root: Path, categories: list[str] | None = None) -> datasets.
     return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series("KDDTrain+ last 20%", train, val, lab[cut:])]), 1)
 
 
-def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True,
+           incidents: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic anomalies on a copy of ``x`` (rows x metrics); returns it and row labels. ``clip``
-    keeps values non-negative (SMD's metrics are scaled to [0, 1])."""
+    keeps values non-negative (SMD's metrics are scaled to [0, 1]). ``incidents``: fewer, longer
+    anomalies, lengths log-uniform in [5, 1500] rows (server incidents last minutes to a day),
+    instead of 5-40 rows each."""
     x = x.copy()
     y = np.zeros(len(x), dtype=np.int8)
     std = x.std(axis=0) + 1e-3
-    n_events = max(3, len(x) // 400)
+    n_events = max(3, len(x) // (1500 if incidents else 400))
     for _ in range(n_events):
         lo = int(rng.integers(50, len(x) - 50))
-        hi = lo + int(rng.integers(5, 40))
+        length = int(np.exp(rng.uniform(np.log(5), np.log(1500)))) if incidents else int(rng.integers(5, 40))
+        hi = min(lo + length, len(x))
         cols = rng.choice(x.shape[1], size=min(int(rng.integers(1, 5)), x.shape[1]), replace=False)
         kind = rng.integers(3)
         if kind == 0:
@@ -129,7 +139,7 @@ def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True) -> tup
     return (np.clip(x, 0, None) if clip else x), y
 
 
-def smd_validation(root: Path, machines: int, seed: int) -> datasets.Dataset:
+def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = False) -> datasets.Dataset:
     base = root / "smd"
     ds = datasets.load_smd(root)
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))[:machines]
@@ -140,11 +150,12 @@ def smd_validation(root: Path, machines: int, seed: int) -> datasets.Dataset:
         for m in names:
             tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
             cut = int(len(tr) * 0.8)
-            xv, y = inject(tr[cut:], rng)
+            xv, y = inject(tr[cut:], rng, incidents=incidents)
             yield datasets.Series(m, datasets._array_records(tr[:cut], cols, m, 0),
                                   datasets._array_records(xv, cols, m, cut), y)
 
-    return datasets.Dataset("smd-validation", ds.overrides, series(), len(names))
+    name = "smd-validation-incidents" if incidents else "smd-validation"
+    return datasets.Dataset(name, ds.overrides, series(), len(names))
 
 
 def category_pr_auc(categories: np.ndarray, scores: np.ndarray) -> float:
@@ -187,6 +198,8 @@ def main() -> int:
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--incidents", action="store_true",
+                    help="smd: fewer, longer injected anomalies (5-1500 rows, log-uniform) instead of 5-40 rows")
     ap.add_argument("--json", default=None)
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
@@ -201,7 +214,7 @@ def main() -> int:
         if args.dataset == "nsl-kdd":
             ds = nsl_validation(root, cats)
         elif args.dataset == "smd":
-            ds = smd_validation(root, args.machines, args.seed)
+            ds = smd_validation(root, args.machines, args.seed, incidents=args.incidents)
         else:
             ds = nab_validation(root, args.seed)
         cfg = load_config(overrides={**ds.overrides, **ov, "detector.alpha": 0.01}, environ={})
@@ -211,8 +224,11 @@ def main() -> int:
             for s in ds.series:
                 res = evaluate_series(s, cfg, ["streamer", *peers], workdir=Path(tmp))
                 for det in ["streamer", *peers]:
-                    f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": []})
+                    f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
                     f["roc_auc"].append(metrics.roc_auc(res.labels, res.scores[det]))
+                    normal = np.asarray(res.labels) == 0
+                    if normal.any():  # alerts at alpha 0.01 on the validation rows not injected
+                        f["false_alarm_rate"].append(float(res.alerts[det][normal].mean()))
                     f["pr_auc"].append(metrics.pr_auc(res.labels, res.scores[det]))
                     if cats:
                         f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), res.scores[det]))
@@ -220,6 +236,7 @@ def main() -> int:
             key = name if det == "streamer" else f"{name}:{det}"
             results[key] = {k: float(np.mean(v)) for k, v in f.items() if v}
             extra = f"  macro PR-AUC {results[key]['macro_pr_auc']:.4f}" if "macro_pr_auc" in results[key] else ""
+            extra += f"  false-alarm rate {results[key]['false_alarm_rate']:.4f}"
             print(f"{key:<24} validation ROC-AUC {results[key]['roc_auc']:.4f}  PR-AUC {results[key]['pr_auc']:.4f}{extra}",
                   flush=True)
     if args.json:

@@ -95,8 +95,11 @@ def build_alerts(
             "source": {"topic": topic, "partition": part, "offset_start": lo, "offset_end": hi},
             "detected_at_ms": now_ms,
         })
-        if scored.entity_p is not None:  # the entity-baseline tail probability the alert also passed
+        if scored.entity_p is not None:
+            # the entity-baseline tail probability, and what the alert was decided on (it combines
+            # both: detector.entity_baseline_rule)
             out[-1]["entity_p_value"] = float(scored.entity_p[i])
+            out[-1]["significance"] = float(scored.significance[i])
     return out
 
 

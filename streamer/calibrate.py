@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Calibrator", "EntityBaseline", "tail_scale"]
+__all__ = ["Calibrator", "EntityBaseline", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -94,6 +94,28 @@ class Calibrator:
         return np.asarray(p) < self.alpha
 
 
+def significance(p: np.ndarray, entity_p: np.ndarray | None, rule: str = "both") -> np.ndarray:
+    """Combine a window's calibrated p-value with its entity-baseline tail probability.
+
+    Both rules keep ``p <= significance``, so alerts (``significance < alpha``) are always a subset
+    of the calibrated alerts, never more false alarms than the p-value alone gives:
+
+    * ``"both"``: ``max(p, q)``; the entity must find the window surprising too. A lasting incident
+      (or drift) stops alerting once the entity's baseline has adapted to it.
+    * ``"geometric"``: ``max(p, sqrt(p * q))``; an entity's baseline softens the p-value halfway on
+      a log scale. A window far beyond every calibration score keeps alerting after its entity has
+      adapted (an incident that lasts, but also a drift far from the training data), one barely
+      past the threshold needs its entity to find it unusual too.
+    """
+    if entity_p is None:
+        return p
+    if rule == "both":
+        return np.maximum(p, entity_p)
+    if rule == "geometric":
+        return np.maximum(p, np.sqrt(p * entity_p))
+    raise ValueError(f"unknown entity baseline rule {rule!r} (expected 'both' or 'geometric')")
+
+
 class EntityBaseline:
     """Per-entity adaptive calibration: how surprising a window's score is *for its entity*, given
     that entity's own recent scores.
@@ -104,9 +126,11 @@ class EntityBaseline:
     taken *before* the window updates its entity's baseline. A new entity starts from the
     calibration scores (held-out normal windows), so it is judged against normal behaviour at once
     and then against its own. A lasting change (a level shift, a new steady load) is surprising at
-    its onset and becomes the entity's new normal over about ``horizon`` windows: alerts that need
-    both this tail probability and the calibrated p-value below alpha fire at the onset of a change
-    instead of through all of it.
+    its onset and becomes the entity's new normal over about ``horizon`` windows. The detector
+    combines this tail probability with the calibrated p-value (:func:`significance`): with
+    ``"both"`` (default) a change alerts at its onset only; with ``"geometric"`` a window only mildly
+    past the threshold is dropped once its entity has adapted, one far beyond every calibration
+    score keeps alerting.
 
     State is three numbers per entity; at most ``max_entities`` are kept (the least recently seen
     are forgotten first and restart from the calibration prior).

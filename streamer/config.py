@@ -179,9 +179,15 @@ class DetectorConfig:
     entity_baseline: int = _f(
         0,
         "Per-entity adaptive calibration: when > 0, a window's score is also compared with its entity's own recent "
-        "scores (exponential average over about this many windows, started from the calibration scores) and an alert "
-        "needs that tail probability below `alpha` too: a lasting change alerts at its onset, not all through it. "
-        "0: off.",
+        "scores (exponential average over about this many windows, started from the calibration scores), and that "
+        "tail probability tempers the p-value an alert is decided on (`entity_baseline_rule`). 0: off.",
+    )
+    entity_baseline_rule: Literal["both", "geometric"] = _f(
+        "both",
+        "How an entity baseline's tail probability q tempers the calibrated p-value p: `both` alerts when "
+        "max(p, q) < alpha (a lasting change alerts at its onset only); `geometric` when max(p, sqrt(p*q)) < alpha (a "
+        "window far beyond the calibration keeps alerting through a lasting incident: higher recall, and a higher "
+        "false-alarm rate on drifting data). Either way alerts are a subset of the calibrated ones.",
     )
     entity_baseline_short: int = _f(
         3,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import Calibrator, EntityBaseline
+from streamer.calibrate import Calibrator, EntityBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 
@@ -29,16 +29,14 @@ class Scored:
     recon: np.ndarray
     sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error (scaled, as scored)
     entity_p: np.ndarray | None = None  # tail probability against the entity's own baseline (when on)
+    # What the alert was decided on (alert = significance < alpha): the p-value, or with an entity
+    # baseline their combination by ``detector.entity_baseline_rule`` (see
+    # :func:`streamer.calibrate.significance`).
+    significance: np.ndarray | None = None
 
-    @property
-    def significance(self) -> np.ndarray:
-        """What an alert is decided on: the p-value, or with an entity baseline the larger of the
-        two tail probabilities (both must be small)."""
-        return _significance(self.p_value, self.entity_p)
-
-
-def _significance(p: np.ndarray, entity_p: np.ndarray | None) -> np.ndarray:
-    return p if entity_p is None else np.maximum(p, entity_p)
+    def __post_init__(self) -> None:
+        if self.significance is None:
+            self.significance = significance(self.p_value, self.entity_p)
 
 
 class Detector:
@@ -81,4 +79,5 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        return Scored(s, p, self.calibrator.is_alert(_significance(p, q)), knn, recon, sq, q)
+        sig = significance(p, q, self.cfg.entity_baseline_rule)
+        return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig)

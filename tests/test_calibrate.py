@@ -141,7 +141,7 @@ def test_shifted_data_alerts_much_more():
 
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
-from streamer.calibrate import EntityBaseline  # noqa: E402
+from streamer.calibrate import EntityBaseline, significance  # noqa: E402
 
 
 def _stream(rng, n, level=1.0):
@@ -197,3 +197,23 @@ def test_entity_baseline_forgets_the_least_recently_seen_entity():
     assert b.update(np.array([], dtype=object), np.array([])).shape == (0,)
     with pytest.raises(ValueError):
         EntityBaseline(np.ones(3), horizon=1)
+
+
+def test_significance_rules_hand_computed():
+    p = np.array([1e-4, 1e-4, 0.5, 0.02, 1e-6])
+    q = np.array([1e-6, 0.25, 1e-8, 1.0, 0.5])
+    np.testing.assert_allclose(significance(p, q, "both"), [1e-4, 0.25, 0.5, 1.0, 0.5])
+    # geometric: max(p, sqrt(p q)); an entity baseline can only soften p, never sharpen it
+    np.testing.assert_allclose(significance(p, q, "geometric"), [1e-4, 5e-3, 0.5, math.sqrt(0.02), math.sqrt(5e-7)])
+    assert significance(p, None, "both") is p and significance(p, None, "geometric") is p
+    with pytest.raises(ValueError, match="unknown entity baseline rule"):
+        significance(p, q, "mean")
+
+
+def test_significance_alerts_are_subsets_of_the_calibrated_ones():
+    rng = np.random.default_rng(3)
+    p, q = rng.uniform(size=(2, 10_000)) ** 3
+    both, geo = significance(p, q, "both"), significance(p, q, "geometric")
+    assert (geo >= p).all() and (both >= geo).all()  # p <= geometric <= both
+    alpha = 0.01
+    assert ((both < alpha) <= (geo < alpha)).all() and ((geo < alpha) <= (p < alpha)).all()

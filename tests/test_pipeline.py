@@ -176,19 +176,27 @@ def test_pipeline_refuses_a_model_of_other_features(trained_model):
         Pipeline(other, trained_model["cfg"].detector)
 
 
-def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(model, trained_model, flows, clean_run):
-    cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200)
+@pytest.mark.parametrize("rule", ["geometric", "both"])
+def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(model, trained_model, flows, clean_run,
+                                                                               rule):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200, entity_baseline_rule=rule)
     pipe = Pipeline(model, cfg)
     results = [pipe.process(b) for b in chunks(flow_records(flows["test"]))] + [pipe.flush()]
     scored = [r for r in results if r.scored is not None]
     p = np.concatenate([r.scored.p_value for r in scored])
     q = np.concatenate([r.scored.entity_p for r in scored])
+    sig = np.concatenate([r.scored.significance for r in scored])
     flags = np.concatenate([r.scored.alert for r in scored])
     np.testing.assert_array_equal(p, clean_run["p"])  # the calibrated p-values are unchanged
-    np.testing.assert_array_equal(flags, (p < cfg.alpha) & (q < cfg.alpha))
-    assert flags.sum() <= clean_run["alert_flags"].sum()
+    expect = np.maximum(p, q) if rule == "both" else np.maximum(p, np.sqrt(p * q))
+    np.testing.assert_allclose(sig, expect)
+    np.testing.assert_array_equal(flags, sig < cfg.alpha)
+    assert flags.sum() <= clean_run["alert_flags"].sum() and not (flags & ~clean_run["alert_flags"]).any()
     alerts = [a for r in results for a in r.alerts]
-    assert len(alerts) == flags.sum() and all(a["entity_p_value"] < cfg.alpha for a in alerts)
+    assert len(alerts) == flags.sum() and all(a["significance"] < cfg.alpha for a in alerts)
+    assert all(a["p_value"] <= a["significance"] and 0 <= a["entity_p_value"] <= 1 for a in alerts)
+    if rule == "both":
+        assert all(a["entity_p_value"] < cfg.alpha for a in alerts)
     assert len(pipe.detector.baseline) == len(set(np.concatenate([r.windows.entity for r in scored])))
 
 
