@@ -74,6 +74,9 @@ TELEMETRY_VARIANTS = {
     "baseline-short-1": {"detector.entity_baseline_short": 1},
     "baseline-short-3": {"detector.entity_baseline_short": 3},
     "baseline-short-30": {"detector.entity_baseline_short": 30},
+    "input-baseline-300": {"detector.input_baseline": 300},
+    "input-baseline-1000": {"detector.input_baseline": 1000},
+    "input-baseline-3000": {"detector.input_baseline": 3000},
     "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
     "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
 }

@@ -95,10 +95,13 @@ def build_alerts(
             "source": {"topic": topic, "partition": part, "offset_start": lo, "offset_end": hi},
             "detected_at_ms": now_ms,
         })
+        # the entity-baseline and input-baseline tail probabilities, and what the alert was
+        # decided on (their combination with p_value: streamer.calibrate.significance)
         if scored.entity_p is not None:
-            # the entity-baseline tail probability, and what the alert was decided on (it combines
-            # both: detector.entity_baseline_rule)
             out[-1]["entity_p_value"] = float(scored.entity_p[i])
+        if scored.input_p is not None:
+            out[-1]["input_p_value"] = float(scored.input_p[i])
+        if scored.entity_p is not None or scored.input_p is not None:
             out[-1]["significance"] = float(scored.significance[i])
     return out
 

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Calibrator", "EntityBaseline", "significance", "tail_scale"]
+__all__ = ["Calibrator", "EntityBaseline", "InputBaseline", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -94,11 +94,14 @@ class Calibrator:
         return np.asarray(p) < self.alpha
 
 
-def significance(p: np.ndarray, entity_p: np.ndarray | None, rule: str = "both") -> np.ndarray:
-    """Combine a window's calibrated p-value with its entity-baseline tail probability.
+def significance(p: np.ndarray, entity_p: np.ndarray | None, rule: str = "both", *,
+                 input_p: np.ndarray | None = None) -> np.ndarray:
+    """What an alert is decided on (``significance < alpha``): a window's calibrated p-value,
+    tempered by its entity-baseline tail probability ``entity_p`` (when on) by ``rule``, then
+    combined with its input-baseline tail probability ``input_p`` (when on).
 
-    Both rules keep ``p <= significance``, so alerts (``significance < alpha``) are always a subset
-    of the calibrated alerts, never more false alarms than the p-value alone gives:
+    ``rule`` keeps ``p <= result``, so without an input baseline alerts are always a subset of the
+    calibrated alerts, never more false alarms than the p-value alone gives:
 
     * ``"both"``: ``max(p, q)``; the entity must find the window surprising too. A lasting incident
       (or drift) stops alerting once the entity's baseline has adapted to it.
@@ -106,14 +109,74 @@ def significance(p: np.ndarray, entity_p: np.ndarray | None, rule: str = "both")
       a log scale. A window far beyond every calibration score keeps alerting after its entity has
       adapted (an incident that lasts, but also a drift far from the training data), one barely
       past the threshold needs its entity to find it unusual too.
+
+    With an input baseline the result is the geometric mean of that and ``input_p``: two
+    moderately surprising views make an alert, as does one overwhelming one (a raw value far
+    outside its entity's recent range that the model maps close to normal windows, say).
     """
     if entity_p is None:
-        return p
-    if rule == "both":
-        return np.maximum(p, entity_p)
-    if rule == "geometric":
-        return np.maximum(p, np.sqrt(p * entity_p))
-    raise ValueError(f"unknown entity baseline rule {rule!r} (expected 'both' or 'geometric')")
+        sig = p
+    elif rule == "both":
+        sig = np.maximum(p, entity_p)
+    elif rule == "geometric":
+        sig = np.maximum(p, np.sqrt(p * entity_p))
+    else:
+        raise ValueError(f"unknown entity baseline rule {rule!r} (expected 'both' or 'geometric')")
+    return sig if input_p is None else np.sqrt(sig * input_p)
+
+
+class _EntityRows:
+    """One row of a float state array per entity, at most ``max_entities`` (the least recently seen
+    are forgotten first; an entity seen again restarts from the initial row)."""
+
+    def __init__(self, init: np.ndarray, max_entities: int) -> None:
+        self.init = np.asarray(init, dtype=np.float64)
+        self.max_entities = max_entities
+        self.slot: dict[str, int] = {}  # entity -> row of ``state`` (insertion order = recency)
+        self.state = np.zeros((0, len(self.init)))
+        self._free: list[int] = []
+
+    def rows(self, keys: list[str]) -> np.ndarray:
+        slot = self.slot
+        out = np.empty(len(keys), dtype=np.int64)
+        new: list[int] = []
+        for i, key in enumerate(keys):
+            j = slot.pop(key, None)  # re-inserted below: the dict's order is the recency order
+            if j is None:
+                new.append(i)
+            else:
+                slot[key] = j
+                out[i] = j
+        if new:
+            # Forget the least recently seen, never an entity of this batch (those were re-inserted
+            # last): a batch with more entities than the bound overflows it until the next one.
+            evictable = len(slot) - (len(keys) - len(new))
+            while len(slot) + len(new) > self.max_entities and evictable > 0:
+                self._free.append(slot.pop(next(iter(slot))))
+                evictable -= 1
+            grow = len(new) - len(self._free)
+            if grow > 0:
+                start = len(self.state)
+                self.state = np.concatenate([self.state, np.zeros((grow, len(self.init)))])
+                self._free.extend(range(start, start + grow))
+            for i in new:
+                j = self._free.pop()
+                slot[keys[i]] = j
+                out[i] = j
+                self.state[j] = self.init
+        return out
+
+    def in_order(self, entity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """State row of each window of a batch, and its rank among its entity's windows of the
+        batch: windows of rank r (one per entity at most) can be updated together, in order."""
+        n = len(entity)
+        keys, inv = np.unique(np.asarray(entity).astype(str), return_inverse=True)
+        slots = self.rows(keys.tolist())[inv]
+        order = np.argsort(inv, kind="stable")
+        first = np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+        return slots, rank
 
 
 class EntityBaseline:
@@ -149,42 +212,11 @@ class EntityBaseline:
         self.b_short = 2.0 / (short + 1.0)
         self.b_long = 2.0 / (horizon + 1.0)
         self.max_entities = max_entities
-        self._slot: dict[str, int] = {}  # entity -> row of the state arrays (insertion order = recency)
-        self._state = np.zeros((0, 3))  # per slot: short average, long mean, long variance
-        self._free: list[int] = []
+        # per entity: short average, long mean, long variance
+        self._rows = _EntityRows(np.array([self.prior_mean, self.prior_mean, self.prior_var]), max_entities)
 
     def __len__(self) -> int:
-        return len(self._slot)
-
-    def _slots(self, keys: list[str]) -> np.ndarray:
-        slot = self._slot
-        out = np.empty(len(keys), dtype=np.int64)
-        new: list[int] = []
-        for i, key in enumerate(keys):
-            j = slot.pop(key, None)  # re-inserted below: the dict's order is the recency order
-            if j is None:
-                new.append(i)
-            else:
-                slot[key] = j
-                out[i] = j
-        if new:
-            # Forget the least recently seen, never an entity of this batch (those were re-inserted
-            # last): a batch with more entities than the bound overflows it until the next one.
-            evictable = len(slot) - (len(keys) - len(new))
-            while len(slot) + len(new) > self.max_entities and evictable > 0:
-                self._free.append(slot.pop(next(iter(slot))))
-                evictable -= 1
-            grow = len(new) - len(self._free)
-            if grow > 0:
-                start = len(self._state)
-                self._state = np.concatenate([self._state, np.zeros((grow, 3))])
-                self._free.extend(range(start, start + grow))
-            for i in new:
-                j = self._free.pop()
-                slot[keys[i]] = j
-                out[i] = j
-                self._state[j] = (self.prior_mean, self.prior_mean, self.prior_var)
-        return out
+        return len(self._rows.slot)
 
     def update(self, entity: np.ndarray, score: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of windows (in stream order), updating the baselines."""
@@ -194,14 +226,8 @@ class EntityBaseline:
         if n == 0:
             return q
         x = np.log1p(np.maximum(score, 0.0))
-        keys, inv = np.unique(np.asarray(entity).astype(str), return_inverse=True)
-        slots = self._slots(keys.tolist())[inv]
-        # Windows of one entity are taken in order: the k-th window of every entity at once.
-        order = np.argsort(inv, kind="stable")
-        first = np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
-        st = self._state
+        slots, rank = self._rows.in_order(entity)
+        st = self._rows.state
         for r in range(int(rank.max()) + 1):
             rows = np.flatnonzero(rank == r)
             s = slots[rows]
@@ -213,6 +239,56 @@ class EntityBaseline:
             st[s, 0] = a
             st[s, 1] = mean + self.b_long * d
             st[s, 2] = (1.0 - self.b_long) * (var + self.b_long * d * d)
+        return q
+
+
+class InputBaseline:
+    """Per-entity running mean and variance of each normalized window feature: how far a window's
+    *inputs* are from its entity's recent inputs, whatever the model makes of them.
+
+    Per entity and feature, an exponential mean and variance over about ``horizon`` windows,
+    started from the training distribution (the normalizer maps it to centre 0, spread 1). A
+    window's tail probability is the two-sided normal tail of its most extreme feature's z-score,
+    taken *before* the window updates its entity, times the number of features (Bonferroni),
+    capped at 1 and floored at the smallest normal float. A feature's variance never counts as less than ``var_floor`` (in normalized units),
+    so a feature that was constant for a while does not turn its first small move into a certainty.
+    """
+
+    def __init__(self, n_features: int, *, horizon: int, var_floor: float = 1e-2,
+                 max_entities: int = 200_000) -> None:
+        if horizon < 2 or n_features < 1 or var_floor <= 0 or max_entities < 1:
+            raise ValueError("input baseline: horizon >= 2, n_features >= 1, var_floor > 0 and max_entities >= 1")
+        self.n_features = n_features
+        self.b = 2.0 / (horizon + 1.0)
+        self.var_floor = var_floor
+        # per entity: F means then F variances
+        self._rows = _EntityRows(np.r_[np.zeros(n_features), np.ones(n_features)], max_entities)
+
+    def __len__(self) -> int:
+        return len(self._rows.slot)
+
+    def update(self, entity: np.ndarray, xn: np.ndarray) -> np.ndarray:
+        """Tail probabilities of a batch of normalized windows (rows in stream order), updating
+        each entity's running statistics."""
+        xn = np.asarray(xn, dtype=np.float64)
+        n, f = xn.shape if xn.ndim == 2 else (len(xn), -1)
+        if f != self.n_features:
+            raise ValueError(f"input baseline: expected {self.n_features} features, got shape {xn.shape}")
+        q = np.ones(n)
+        if n == 0:
+            return q
+        slots, rank = self._rows.in_order(entity)
+        st = self._rows.state
+        for r in range(int(rank.max()) + 1):
+            rows = np.flatnonzero(rank == r)
+            s = slots[rows]
+            mean, var = st[s, :f], st[s, f:]
+            d = xn[rows] - mean
+            zf = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
+            # floored like the calibrated p-values: the far tail underflows to 0 past z ~ 38
+            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(zf.max(axis=1)), _P_FLOOR, 1.0)
+            st[s, :f] = mean + self.b * d
+            st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q
 
 

@@ -189,6 +189,13 @@ class DetectorConfig:
         "window far beyond the calibration keeps alerting through a lasting incident: higher recall, and a higher "
         "false-alarm rate on drifting data). Either way alerts are a subset of the calibrated ones.",
     )
+    input_baseline: int = _f(
+        0,
+        "Per-entity input baseline: when > 0, each normalized window feature is also compared with its entity's own "
+        "recent values (exponential mean and variance over about this many windows); the tail probability of the "
+        "most extreme feature (times the number of features) joins the alert decision as a geometric mean with the "
+        "model's significance. 0: off.",
+    )
     entity_baseline_short: int = _f(
         3,
         "Windows averaged (exponentially) into the score an entity baseline judges: more smooths single-window "
@@ -308,6 +315,8 @@ class StreamerConfig:
             raise ConfigError("detector.admit_p", "a p-value in [0, 1]", d.admit_p)
         if d.entity_baseline < 0 or d.entity_baseline == 1:
             raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
+        if d.input_baseline < 0 or d.input_baseline == 1:
+            raise ConfigError("detector.input_baseline", "0 (off) or a number of windows >= 2", d.input_baseline)
         if d.entity_baseline_short < 1:
             raise ConfigError("detector.entity_baseline_short", "a number of windows >= 1", d.entity_baseline_short)
         if d.knn_threads == 0 or d.knn_threads < -1:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import Calibrator, EntityBaseline, significance
+from streamer.calibrate import Calibrator, EntityBaseline, InputBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 
@@ -30,13 +30,14 @@ class Scored:
     sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error (scaled, as scored)
     entity_p: np.ndarray | None = None  # tail probability against the entity's own baseline (when on)
     # What the alert was decided on (alert = significance < alpha): the p-value, or with an entity
-    # baseline their combination by ``detector.entity_baseline_rule`` (see
+    # baseline and/or an input baseline their combination (see
     # :func:`streamer.calibrate.significance`).
     significance: np.ndarray | None = None
+    input_p: np.ndarray | None = None  # tail probability of the inputs against the entity's recent ones (when on)
 
     def __post_init__(self) -> None:
         if self.significance is None:
-            self.significance = significance(self.p_value, self.entity_p)
+            self.significance = significance(self.p_value, self.entity_p, input_p=self.input_p)
 
 
 class Detector:
@@ -57,6 +58,8 @@ class Detector:
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
+        self.input_baseline = (InputBaseline(len(model.normalizer.names), horizon=cfg.input_baseline)
+                               if cfg.input_baseline else None)
 
     @property
     def version(self) -> str:
@@ -79,5 +82,7 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        sig = significance(p, q, self.cfg.entity_baseline_rule)
-        return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig)
+        q_in = (self.input_baseline.update(entity, xn)
+                if self.input_baseline is not None and entity is not None else None)
+        sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
+        return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig, q_in)

@@ -138,10 +138,10 @@ def evaluate_series(
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0
     if "streamer" in detectors:
         out.alerts["streamer"] = to_rows((p < alpha).astype(float), 0.0).astype(bool)
-        if pipe.detector.baseline is not None:
-            # With an entity baseline the detector decides on the p-value tempered by the entity's
-            # tail probability (Scored.significance); that is its ranking too, as a surprise in
-            # [0, 1) that does not saturate in floating point (see _surprise). Inside the
+        if pipe.detector.baseline is not None or pipe.detector.input_baseline is not None:
+            # With an entity or input baseline the detector decides on the p-value combined with
+            # their tail probabilities (Scored.significance); that is its ranking too, as a
+            # surprise in [0, 1) that does not saturate in floating point (see _surprise). Inside the
             # calibration set the p-value is discrete (steps of 1/(n+1)), so windows may tie; the
             # raw score breaks those ties (it moves the ranking by less than 1e-6 otherwise).
             ranked = _surprise(p, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)

@@ -141,7 +141,7 @@ def test_shifted_data_alerts_much_more():
 
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
-from streamer.calibrate import EntityBaseline, significance  # noqa: E402
+from streamer.calibrate import EntityBaseline, InputBaseline, significance  # noqa: E402
 
 
 def _stream(rng, n, level=1.0):
@@ -189,10 +189,10 @@ def test_entity_baseline_forgets_the_least_recently_seen_entity():
     b.update(np.array(["a", "b"], dtype=object), np.array([1.0, 1.0]))
     b.update(np.array(["a"], dtype=object), np.array([1.0]))
     b.update(np.array(["c"], dtype=object), np.array([1.0]))  # evicts b (a was seen later)
-    assert len(b) == 2 and set(b._slot) == {"a", "c"}
+    assert len(b) == 2 and set(b._rows.slot) == {"a", "c"}
     # a batch with more entities than the bound: none of them shares a slot with another
     q = b.update(np.array(["x", "y", "z", "x"], dtype=object), np.array([1.0, 50.0, 1.0, 1.0]))
-    assert len(set(b._slot.values())) == len(b._slot) and {"x", "y", "z"} <= set(b._slot)
+    assert len(set(b._rows.slot.values())) == len(b._rows.slot) and {"x", "y", "z"} <= set(b._rows.slot)
     assert q[1] < q[0]
     assert b.update(np.array([], dtype=object), np.array([])).shape == (0,)
     with pytest.raises(ValueError):
@@ -217,3 +217,56 @@ def test_significance_alerts_are_subsets_of_the_calibrated_ones():
     assert (geo >= p).all() and (both >= geo).all()  # p <= geometric <= both
     alpha = 0.01
     assert ((both < alpha) <= (geo < alpha)).all() and ((geo < alpha) <= (p < alpha)).all()
+
+
+def test_significance_with_an_input_baseline_is_a_geometric_mean():
+    p, q, q_in = np.array([1e-4, 0.5]), np.array([1e-2, 0.5]), np.array([1e-6, 1e-8])
+    np.testing.assert_allclose(significance(p, q, "both", input_p=q_in), [1e-4, math.sqrt(0.5e-8)])
+    np.testing.assert_allclose(significance(p, None, input_p=q_in), [1e-5, math.sqrt(0.5e-8)])
+
+
+def test_input_baseline_hand_computed():
+    b = InputBaseline(2, horizon=3)  # weight 2 / (3 + 1) = 0.5 per window
+    q = b.update(np.array(["a", "a"], dtype=object), np.array([[3.0, 0.0], [1.5, 0.0]]))
+    # first window against the prior (mean 0, variance 1): z = 3 on feature 0, Bonferroni over 2
+    assert q[0] == pytest.approx(2 * math.erfc(3 / math.sqrt(2)))
+    # then mean (1.5, 0), variance (0.5 * (1 + 0.5 * 9), 0.5) = (2.75, 0.5): the second window
+    # sits on the mean (tail probability 1) and halves the variances
+    assert q[1] == 1.0
+    np.testing.assert_allclose(b._rows.state[0], [1.5, 0.0, 1.375, 0.25])
+
+
+def test_input_baseline_stationary_stream_false_alarm_rate_near_alpha():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 4))
+    q = InputBaseline(4, horizon=500).update(np.full(len(x), "e"), x)
+    # Bonferroni over the features is conservative, the running estimates of mean and variance
+    # make z heavier-tailed than normal: the two roughly cancel (0.0114 at alpha 0.01 here)
+    assert 0.005 < (q < 0.01).mean() < 0.015
+
+
+def test_input_baseline_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(1)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=600)
+    x = rng.normal(size=(600, 3)) + (ent == "b")[:, None] * 5.0  # b lives elsewhere: learned
+    whole = InputBaseline(3, horizon=50).update(ent, x)
+    split = InputBaseline(3, horizon=50)
+    parts = np.concatenate([split.update(ent[lo:lo + 37], x[lo:lo + 37]) for lo in range(0, 600, 37)])
+    np.testing.assert_allclose(parts, whole)
+    late = slice(300, None)
+    assert (whole[late][ent[late] == "b"] < 0.01).mean() < 0.05  # b's own level is its normal by then
+    spike = InputBaseline(3, horizon=50)
+    spike.update(ent, x)
+    assert spike.update(np.array(["a"], dtype=object), np.array([[0.0, 12.0, 0.0]]))[0] < 1e-20
+
+
+def test_input_baseline_floor_and_bad_input():
+    b = InputBaseline(1, horizon=10, var_floor=1e-2)
+    b.update(np.full(200, "s"), np.zeros((200, 1)))  # constant: variance decays towards 0
+    # a move of 0.05 is 0.5 sd at the floor, not an infinite z-score
+    assert b.update(np.array(["s"]), np.array([[0.05]]))[0] == pytest.approx(math.erfc(0.5 / math.sqrt(2)))
+    assert b.update(np.array([], dtype=object), np.zeros((0, 1))).shape == (0,)
+    with pytest.raises(ValueError, match="expected 1 features"):
+        b.update(np.array(["0"]), np.zeros((1, 2)))
+    with pytest.raises(ValueError):
+        InputBaseline(1, horizon=1)

@@ -176,17 +176,21 @@ def test_pipeline_refuses_a_model_of_other_features(trained_model):
         Pipeline(other, trained_model["cfg"].detector)
 
 
+def scored_columns(model, cfg, flows, extra):
+    """Run the test flows through a pipeline with ``cfg``: the pipeline, its results and, over all
+    scored windows, p-values, the ``extra`` tail probability, significance, alert flags, entities."""
+    pipe = Pipeline(model, cfg)
+    results = [pipe.process(b) for b in chunks(flow_records(flows["test"]))] + [pipe.flush()]
+    scored = [r for r in results if r.scored is not None]
+    cols = [np.concatenate([getattr(r.scored, k) for r in scored]) for k in ("p_value", extra, "significance", "alert")]
+    return pipe, results, (*cols, np.concatenate([r.windows.entity for r in scored]))
+
+
 @pytest.mark.parametrize("rule", ["geometric", "both"])
 def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(model, trained_model, flows, clean_run,
                                                                                rule):
     cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200, entity_baseline_rule=rule)
-    pipe = Pipeline(model, cfg)
-    results = [pipe.process(b) for b in chunks(flow_records(flows["test"]))] + [pipe.flush()]
-    scored = [r for r in results if r.scored is not None]
-    p = np.concatenate([r.scored.p_value for r in scored])
-    q = np.concatenate([r.scored.entity_p for r in scored])
-    sig = np.concatenate([r.scored.significance for r in scored])
-    flags = np.concatenate([r.scored.alert for r in scored])
+    pipe, results, (p, q, sig, flags, entities) = scored_columns(model, cfg, flows, "entity_p")
     np.testing.assert_array_equal(p, clean_run["p"])  # the calibrated p-values are unchanged
     expect = np.maximum(p, q) if rule == "both" else np.maximum(p, np.sqrt(p * q))
     np.testing.assert_allclose(sig, expect)
@@ -197,7 +201,7 @@ def test_entity_baseline_alerts_are_a_subset_and_carry_their_tail_probability(mo
     assert all(a["p_value"] <= a["significance"] and 0 <= a["entity_p_value"] <= 1 for a in alerts)
     if rule == "both":
         assert all(a["entity_p_value"] < cfg.alpha for a in alerts)
-    assert len(pipe.detector.baseline) == len(set(np.concatenate([r.windows.entity for r in scored])))
+    assert len(pipe.detector.baseline) == len(set(entities))
 
 
 def test_detector_takes_the_baseline_span_and_the_p_tail_from_config(model, trained_model):
@@ -209,3 +213,16 @@ def test_detector_takes_the_baseline_span_and_the_p_tail_from_config(model, trai
     assert plain.baseline is None and plain.calibrator.min_p == pytest.approx(1 / (plain.calibrator.n + 1))
     far = np.array([plain.calibrator.sorted[-1] * 10])
     assert det.calibrator.p_values(far)[0] < plain.calibrator.p_values(far)[0]
+
+
+def test_input_baseline_joins_the_decision_and_the_alert_record(model, trained_model, flows, clean_run):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, input_baseline=100)
+    pipe, results, (p, q_in, sig, flags, entities) = scored_columns(model, cfg, flows, "input_p")
+    np.testing.assert_array_equal(p, clean_run["p"])  # the calibrated p-values are unchanged
+    assert ((q_in > 0) & (q_in <= 1)).all() and (q_in < 1).any()
+    np.testing.assert_allclose(sig, np.sqrt(p * q_in))
+    np.testing.assert_array_equal(flags, sig < cfg.alpha)
+    alerts = [a for r in results for a in r.alerts]
+    assert len(alerts) == flags.sum() > 0
+    assert all(a["significance"] < cfg.alpha and "input_p_value" in a and "entity_p_value" not in a for a in alerts)
+    assert len(pipe.detector.input_baseline) == len(set(entities))
