@@ -243,37 +243,46 @@ class EntityBaseline:
 
 
 class InputBaseline:
-    """Per-entity running mean and variance of each normalized window feature: how far a window's
+    """Per-entity running mean and variance of each raw window feature: how far a window's
     *inputs* are from its entity's recent inputs, whatever the model makes of them.
 
     Per entity and feature, an exponential mean and variance over about ``horizon`` windows,
-    started from the training distribution (the normalizer maps it to centre 0, spread 1). A
+    started from the training windows' mean and variance (``prior_mean``, ``prior_var``). A
     window's tail probability is the two-sided normal tail of its most extreme feature's z-score,
     taken *before* the window updates its entity, times the number of features (Bonferroni),
-    capped at 1 and floored at the smallest normal float. A feature's variance never counts as less than ``var_floor`` (in normalized units),
-    so a feature that was constant for a while does not turn its first small move into a certainty.
+    capped at 1 and floored at the smallest normal float. Raw values, not the model's normalized
+    inputs: log compression and clipping would shrink exactly the excursions this looks for. A
+    feature's variance never counts as less than ``floor_share`` times its training variance (or,
+    for a feature constant in training, ``floor_share`` times ``max(mean^2, 1)``), so a feature that
+    was flat for a while does not turn its first small move into a certainty.
     """
 
-    def __init__(self, n_features: int, *, horizon: int, var_floor: float = 1e-2,
-                 max_entities: int = 200_000) -> None:
-        if horizon < 2 or n_features < 1 or var_floor <= 0 or max_entities < 1:
-            raise ValueError("input baseline: horizon >= 2, n_features >= 1, var_floor > 0 and max_entities >= 1")
-        self.n_features = n_features
+    def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, horizon: int,
+                 floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
+        prior_mean = np.asarray(prior_mean, dtype=np.float64)
+        prior_var = np.asarray(prior_var, dtype=np.float64)
+        if (prior_mean.ndim != 1 or prior_mean.shape != prior_var.shape or not len(prior_mean)
+                or not np.isfinite(prior_mean).all() or not np.isfinite(prior_var).all() or (prior_var < 0).any()):
+            raise ValueError("input baseline: prior mean and variance must be finite vectors of one length, "
+                             "variances >= 0")
+        if horizon < 2 or floor_share <= 0 or max_entities < 1:
+            raise ValueError("input baseline: horizon >= 2, floor_share > 0 and max_entities >= 1 are needed")
+        self.n_features = len(prior_mean)
         self.b = 2.0 / (horizon + 1.0)
-        self.var_floor = var_floor
+        self.var_floor = floor_share * np.where(prior_var > 0, prior_var, np.maximum(prior_mean**2, 1.0))
         # per entity: F means then F variances
-        self._rows = _EntityRows(np.r_[np.zeros(n_features), np.ones(n_features)], max_entities)
+        self._rows = _EntityRows(np.r_[prior_mean, prior_var], max_entities)
 
     def __len__(self) -> int:
         return len(self._rows.slot)
 
-    def update(self, entity: np.ndarray, xn: np.ndarray) -> np.ndarray:
-        """Tail probabilities of a batch of normalized windows (rows in stream order), updating
-        each entity's running statistics."""
-        xn = np.asarray(xn, dtype=np.float64)
-        n, f = xn.shape if xn.ndim == 2 else (len(xn), -1)
+    def update(self, entity: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Tail probabilities of a batch of raw windows (rows in stream order), updating each
+        entity's running statistics. A non-finite value counts as its entity's mean."""
+        x = np.asarray(x, dtype=np.float64)
+        n, f = x.shape if x.ndim == 2 else (len(x), -1)
         if f != self.n_features:
-            raise ValueError(f"input baseline: expected {self.n_features} features, got shape {xn.shape}")
+            raise ValueError(f"input baseline: expected {self.n_features} features, got shape {x.shape}")
         q = np.ones(n)
         if n == 0:
             return q
@@ -283,10 +292,10 @@ class InputBaseline:
             rows = np.flatnonzero(rank == r)
             s = slots[rows]
             mean, var = st[s, :f], st[s, f:]
-            d = xn[rows] - mean
-            zf = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
+            d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
+            z = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
             # floored like the calibrated p-values: the far tail underflows to 0 past z ~ 38
-            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(zf.max(axis=1)), _P_FLOOR, 1.0)
+            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q

@@ -40,6 +40,19 @@ class Scored:
             self.significance = significance(self.p_value, self.entity_p, input_p=self.input_p)
 
 
+def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the model's raw training windows, where an input baseline starts: from
+    ``scoring.json`` (written since the input baseline exists), else from the model card's rounded
+    ``feature_mean`` and ``feature_std``."""
+    if "input_mean" in model.scoring:
+        return np.asarray(model.scoring["input_mean"]), np.asarray(model.scoring["input_var"])
+    data = model.card.get("data", {})
+    if "feature_mean" not in data or "feature_std" not in data:
+        raise ValueError(f"model {model.version} has no training feature statistics: retrain it to use "
+                         "detector.input_baseline")
+    return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
+
+
 class Detector:
     def __init__(self, model: ModelArtifact, cfg: DetectorConfig) -> None:
         self.model = model
@@ -58,8 +71,10 @@ class Detector:
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
-        self.input_baseline = (InputBaseline(len(model.normalizer.names), horizon=cfg.input_baseline)
-                               if cfg.input_baseline else None)
+        self.input_baseline = None
+        if cfg.input_baseline:
+            mean, var = input_prior(model)
+            self.input_baseline = InputBaseline(mean, var, horizon=cfg.input_baseline)
 
     @property
     def version(self) -> str:
@@ -82,7 +97,7 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        q_in = (self.input_baseline.update(entity, xn)
+        q_in = (self.input_baseline.update(entity, x_raw)
                 if self.input_baseline is not None and entity is not None else None)
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig, q_in)

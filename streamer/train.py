@@ -265,7 +265,9 @@ def fit_on_windows(
     }
     scoring = {"k": k, "recon_weight": w, "knn_scale": knn_scale, "recon_scale": recon_scale,
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
-               "feature_names": names}
+               "feature_names": names,
+               # where a per-entity input baseline starts (detector.input_baseline)
+               "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist()}
     return Candidate(cfg=cfg, embedder=embedder, normalizer=normalizer, reservoir_seed=seed, calibration=s_va,
                      scoring=scoring, card=card)
 

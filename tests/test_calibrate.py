@@ -226,20 +226,21 @@ def test_significance_with_an_input_baseline_is_a_geometric_mean():
 
 
 def test_input_baseline_hand_computed():
-    b = InputBaseline(2, horizon=3)  # weight 2 / (3 + 1) = 0.5 per window
-    q = b.update(np.array(["a", "a"], dtype=object), np.array([[3.0, 0.0], [1.5, 0.0]]))
-    # first window against the prior (mean 0, variance 1): z = 3 on feature 0, Bonferroni over 2
+    # prior: mean (10, 0), variance (4, 1); weight 2 / (3 + 1) = 0.5 per window
+    b = InputBaseline(np.array([10.0, 0.0]), np.array([4.0, 1.0]), horizon=3)
+    q = b.update(np.array(["a", "a"], dtype=object), np.array([[16.0, 0.0], [13.0, 0.0]]))
+    # first window: z = (16 - 10) / 2 = 3 on feature 0, two-sided, Bonferroni over 2 features
     assert q[0] == pytest.approx(2 * math.erfc(3 / math.sqrt(2)))
-    # then mean (1.5, 0), variance (0.5 * (1 + 0.5 * 9), 0.5) = (2.75, 0.5): the second window
+    # then mean (13, 0), variance (0.5 * (4 + 0.5 * 36), 0.5 * 1) = (11, 0.5): the second window
     # sits on the mean (tail probability 1) and halves the variances
     assert q[1] == 1.0
-    np.testing.assert_allclose(b._rows.state[0], [1.5, 0.0, 1.375, 0.25])
+    np.testing.assert_allclose(b._rows.state[0], [13.0, 0.0, 5.5, 0.25])
 
 
 def test_input_baseline_stationary_stream_false_alarm_rate_near_alpha():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(20_000, 4))
-    q = InputBaseline(4, horizon=500).update(np.full(len(x), "e"), x)
+    x = rng.normal(size=(20_000, 4)) * [1, 10, 100, 0.1] + 5
+    q = InputBaseline(np.full(4, 5.0), np.array([1, 100, 1e4, 0.01]), horizon=500).update(np.full(len(x), "e"), x)
     # Bonferroni over the features is conservative, the running estimates of mean and variance
     # make z heavier-tailed than normal: the two roughly cancel (0.0114 at alpha 0.01 here)
     assert 0.005 < (q < 0.01).mean() < 0.015
@@ -249,24 +250,30 @@ def test_input_baseline_keeps_entities_apart_and_batches_do_not_matter():
     rng = np.random.default_rng(1)
     ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=600)
     x = rng.normal(size=(600, 3)) + (ent == "b")[:, None] * 5.0  # b lives elsewhere: learned
-    whole = InputBaseline(3, horizon=50).update(ent, x)
-    split = InputBaseline(3, horizon=50)
+    prior = (np.zeros(3), np.ones(3))
+    whole = InputBaseline(*prior, horizon=50).update(ent, x)
+    split = InputBaseline(*prior, horizon=50)
     parts = np.concatenate([split.update(ent[lo:lo + 37], x[lo:lo + 37]) for lo in range(0, 600, 37)])
     np.testing.assert_allclose(parts, whole)
     late = slice(300, None)
     assert (whole[late][ent[late] == "b"] < 0.01).mean() < 0.05  # b's own level is its normal by then
-    spike = InputBaseline(3, horizon=50)
+    spike = InputBaseline(*prior, horizon=50)
     spike.update(ent, x)
     assert spike.update(np.array(["a"], dtype=object), np.array([[0.0, 12.0, 0.0]]))[0] < 1e-20
+    # far beyond: floored, never 0; a non-finite value counts as the mean
+    far = spike.update(np.array(["a", "a"], dtype=object), np.array([[0.0, 1e6, 0.0], [np.nan, 0.0, 0.0]]))
+    assert far[0] == np.finfo(np.float64).tiny and far[1] > 0.01
 
 
 def test_input_baseline_floor_and_bad_input():
-    b = InputBaseline(1, horizon=10, var_floor=1e-2)
-    b.update(np.full(200, "s"), np.zeros((200, 1)))  # constant: variance decays towards 0
-    # a move of 0.05 is 0.5 sd at the floor, not an infinite z-score
-    assert b.update(np.array(["s"]), np.array([[0.05]]))[0] == pytest.approx(math.erfc(0.5 / math.sqrt(2)))
+    b = InputBaseline(np.array([3.0]), np.array([0.0]), horizon=10)  # constant 3 in training
+    b.update(np.full(200, "s"), np.full((200, 1), 3.0))
+    # floor: 1% of max(3^2, 1) = 0.09, sd 0.3: a move of 0.15 is half an sd, not an infinite z
+    assert b.update(np.array(["s"]), np.array([[3.15]]))[0] == pytest.approx(math.erfc(0.5 / math.sqrt(2)))
     assert b.update(np.array([], dtype=object), np.zeros((0, 1))).shape == (0,)
     with pytest.raises(ValueError, match="expected 1 features"):
-        b.update(np.array(["0"]), np.zeros((1, 2)))
-    with pytest.raises(ValueError):
-        InputBaseline(1, horizon=1)
+        b.update(np.array(["s"]), np.zeros((1, 2)))
+    for bad in [dict(prior_mean=[0.0], prior_var=[1.0], horizon=1), dict(prior_mean=[0.0], prior_var=[-1.0], horizon=5),
+                dict(prior_mean=[0.0, 1.0], prior_var=[1.0], horizon=5), dict(prior_mean=[np.nan], prior_var=[1.0], horizon=5)]:
+        with pytest.raises(ValueError):
+            InputBaseline(**bad)

@@ -226,3 +226,17 @@ def test_input_baseline_joins_the_decision_and_the_alert_record(model, trained_m
     assert len(alerts) == flags.sum() > 0
     assert all(a["significance"] < cfg.alpha and "input_p_value" in a and "entity_p_value" not in a for a in alerts)
     assert len(pipe.detector.input_baseline) == len(set(entities))
+
+
+def test_input_baseline_prior_from_the_model_or_its_card(model):
+    from streamer.detector import input_prior
+
+    mean, var = input_prior(model)
+    np.testing.assert_allclose(mean, model.card["data"]["feature_mean"], atol=1e-6)
+    np.testing.assert_allclose(np.sqrt(var), model.card["data"]["feature_std"], atol=1e-6)
+    # a model written before the input baseline existed: the card's rounded figures
+    old = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if not k.startswith("input_")})
+    np.testing.assert_allclose(input_prior(old)[0], model.card["data"]["feature_mean"])
+    bare = dataclasses.replace(old, card={})
+    with pytest.raises(ValueError, match="retrain it to use detector.input_baseline"):
+        input_prior(bare)
