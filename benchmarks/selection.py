@@ -53,6 +53,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no-p-tail": {"detector.p_tail": False},
     "admit-p-0.5": {"detector.admit_p": 0.5},
     "admit-p-1": {"detector.admit_p": 1.0},
+    "noise-0": {"model.noise_std": 0.0},
+    "noise-0.3": {"model.noise_std": 0.3},
+    "latent-4": {"model.latent_dim": 4},
+    "hidden-128-64": {"model.hidden": [128, 64]},
+    "recon-weight-0": {"detector.recon_weight": 0.0},
+    "recon-weight-1": {"detector.recon_weight": 1.0},
     "hash-buckets-64": {"schema.hash_buckets": 64},
     "hash-buckets-256": {"schema.hash_buckets": 256},
 }

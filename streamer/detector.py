@@ -82,8 +82,9 @@ class Detector:
 
     def score(self, x_raw: np.ndarray, *, admit: bool = True, entity: np.ndarray | None = None) -> Scored:
         """Score raw window features; admit the windows judged normal into the reservoir. With an
-        entity baseline configured and ``entity`` given (one key per window, in stream order), each
-        window is also judged against its entity's recent scores."""
+        entity baseline (input baseline) configured and ``entity`` given (one key per window, in
+        stream order), each window's score (raw features) is also judged against its entity's
+        recent ones."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
