@@ -57,6 +57,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise-0.3": {"model.noise_std": 0.3},
     "latent-4": {"model.latent_dim": 4},
     "hidden-128-64": {"model.hidden": [128, 64]},
+    "hidden-256-128": {"model.hidden": [256, 128]},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     "hash-buckets-64": {"schema.hash_buckets": 64},
