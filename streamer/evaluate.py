@@ -141,9 +141,9 @@ def evaluate_series(
         if pipe.detector.baseline is not None or pipe.detector.input_baseline is not None:
             # With an entity or input baseline the detector decides on the p-value combined with
             # their tail probabilities (Scored.significance); that is its ranking too, as a
-            # surprise in [0, 1) that does not saturate in floating point (see _surprise). Inside the
-            # calibration set the p-value is discrete (steps of 1/(n+1)), so windows may tie; the
-            # raw score breaks those ties (it moves the ranking by less than 1e-6 otherwise).
+            # surprise in [0, 1) that does not saturate in floating point (see _surprise).
+            # Inside the calibration set the p-value is discrete (steps of 1/(n+1)), so windows
+            # may tie; the raw score breaks those ties (it moves the ranking by less than 1e-6).
             ranked = _surprise(p, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
             out.scores["streamer"] = to_rows(ranked, 0.0)
             out.unit_scores["streamer"] = out.scores["streamer"]

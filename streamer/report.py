@@ -32,7 +32,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     for ds, by_det in results.items():
         cols = _COLUMNS + ([c for c in _NAB if any(c[0] in f for f in by_det.values())])
         alpha = next(iter(by_det.values())).get("alpha")
-        shown = f"{alpha:g}" if isinstance(alpha, (int, float)) else alpha  # a mean over series: 0.010000000000000002
+        # alpha is a mean over series: print 0.01, not 0.010000000000000002
+        shown = f"{alpha:g}" if isinstance(alpha, (int, float)) else alpha
         lines.append(f"\n{ds}  (alpha {shown}; no point adjustment)")
         lines.append(f"  {'detector':<12}" + "".join(f"{h:>10}" for _, h in cols))
         best = max(by_det, key=lambda d: by_det[d].get("pr_auc", float("-inf")) if not math.isnan(
