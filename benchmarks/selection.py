@@ -6,8 +6,9 @@
   PR-AUC over attack categories (DoS, probe, R2L, U2R; each against the normal records).
 * ``smd``: per machine, train on the first 80% of ``train/``; validate on the last 20% of
   ``train/`` with synthetic anomalies injected (spikes, level shifts and noise bursts on a few
-  random metrics for 5-40 rows); ``test/`` is never read. (SMD's train split is unlabelled and
-  may hold real anomalies: this measures relative, not absolute, quality.)
+  random metrics for 5-40 rows; with ``--incidents`` fewer and longer ones, 5-1,500 rows,
+  log-uniform, as long as real server incidents); ``test/`` is never read. (SMD's train split is
+  unlabelled and may hold real anomalies: this measures relative, not absolute, quality.)
 * ``nab``: per file, only the probationary period (the first 15%, at most 750 rows; NAB lets a
   detector learn from it): train on its first 60%, validate on the rest with the same kind of
   injected anomalies (files whose probation is too short for that are left out); the scored rows
@@ -19,6 +20,7 @@ a default can be picked before any test figure is seen.
 
     .venv/bin/python benchmarks/selection.py --dataset nsl-kdd --root ../shared/datasets
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
+    .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 8 --incidents
 """
 
 from __future__ import annotations
