@@ -191,10 +191,11 @@ class DetectorConfig:
     )
     input_baseline: int = _f(
         0,
-        "Per-entity input baseline: when > 0, each raw window feature is also compared with its entity's own recent "
-        "values (exponential mean and variance over about this many windows, started from the training windows'); "
-        "the tail probability of the most extreme feature (times the number of features) joins the alert decision "
-        "as a geometric mean with the model's significance. 0: off.",
+        "Per-entity input baseline: when > 0, the raw features of the events new to each window (count windows: the "
+        "`slide` newest; otherwise all window features) are also compared with their entity's own recent values "
+        "(exponential mean and variance over about this many windows, started from the training windows'); the tail "
+        "probability of the most extreme one (times their number) joins the alert decision as a geometric mean with "
+        "the model's significance. 0: off.",
     )
     entity_baseline_short: int = _f(
         3,

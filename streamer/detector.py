@@ -53,6 +53,18 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
 
 
+def new_event_columns(model: ModelArtifact) -> np.ndarray:
+    """Window feature columns that hold events new to their window: in count windows (features
+    ``<field>@-<lag>``) the ``slide`` newest events, so that an input baseline judges each event
+    once, in the first window it appears in; in record and time windows every column."""
+    names = list(model.normalizer.names)
+    w = model.config.window
+    if w.kind != "count":
+        return np.arange(len(names))
+    lags = np.array([int(n.rsplit("@-", 1)[1]) for n in names])
+    return np.flatnonzero(lags < max(1, min(w.slide, w.size)))
+
+
 class Detector:
     def __init__(self, model: ModelArtifact, cfg: DetectorConfig) -> None:
         self.model = model
@@ -72,9 +84,11 @@ class Detector:
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
         self.input_baseline = None
+        self.input_cols = new_event_columns(model)
         if cfg.input_baseline:
             mean, var = input_prior(model)
-            self.input_baseline = InputBaseline(mean, var, horizon=cfg.input_baseline)
+            cols = self.input_cols
+            self.input_baseline = InputBaseline(mean[cols], var[cols], horizon=cfg.input_baseline)
 
     @property
     def version(self) -> str:
@@ -98,7 +112,7 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        q_in = (self.input_baseline.update(entity, x_raw)
+        q_in = (self.input_baseline.update(entity, x_raw[:, self.input_cols])
                 if self.input_baseline is not None and entity is not None else None)
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig, q_in)

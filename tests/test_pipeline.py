@@ -240,3 +240,19 @@ def test_input_baseline_prior_from_the_model_or_its_card(model):
     bare = dataclasses.replace(old, card={})
     with pytest.raises(ValueError, match="retrain it to use detector.input_baseline"):
         input_prior(bare)
+
+
+def test_input_baseline_judges_each_event_once_in_count_windows():
+    from types import SimpleNamespace
+
+    from streamer.detector import new_event_columns
+
+    def fake(kind, size=4, slide=1):
+        names = [f"{f}@-{lag}" for lag in range(size - 1, -1, -1) for f in ("a", "b")]
+        window = SimpleNamespace(kind=kind, size=size, slide=slide)
+        return SimpleNamespace(normalizer=SimpleNamespace(names=names), config=SimpleNamespace(window=window))
+
+    np.testing.assert_array_equal(new_event_columns(fake("count")), [6, 7])  # a@-0, b@-0
+    np.testing.assert_array_equal(new_event_columns(fake("count", slide=2)), [4, 5, 6, 7])
+    np.testing.assert_array_equal(new_event_columns(fake("count", slide=9)), np.arange(8))  # tumbling: all
+    np.testing.assert_array_equal(new_event_columns(fake("time")), np.arange(8))
