@@ -211,7 +211,6 @@ class EntityBaseline:
         self.var_floor = self.prior_var * 1e-2
         self.b_short = 2.0 / (short + 1.0)
         self.b_long = 2.0 / (horizon + 1.0)
-        self.max_entities = max_entities
         # per entity: short average, long mean, long variance
         self._rows = _EntityRows(np.array([self.prior_mean, self.prior_mean, self.prior_var]), max_entities)
 

@@ -14,6 +14,7 @@ from streamer.artifact import ModelArtifact
 from streamer.calibrate import Calibrator, EntityBaseline, InputBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
+from streamer.window import new_event_columns
 
 __all__ = ["Detector", "Scored"]
 
@@ -53,18 +54,6 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
 
 
-def new_event_columns(model: ModelArtifact) -> np.ndarray:
-    """Window feature columns that hold events new to their window: in count windows (features
-    ``<field>@-<lag>``) the ``slide`` newest events, so that an input baseline judges each event
-    once, in the first window it appears in; in record and time windows every column."""
-    names = list(model.normalizer.names)
-    w = model.config.window
-    if w.kind != "count":
-        return np.arange(len(names))
-    lags = np.array([int(n.rsplit("@-", 1)[1]) for n in names])
-    return np.flatnonzero(lags < max(1, min(w.slide, w.size)))
-
-
 class Detector:
     def __init__(self, model: ModelArtifact, cfg: DetectorConfig) -> None:
         self.model = model
@@ -84,11 +73,12 @@ class Detector:
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
         self.input_baseline = None
-        self.input_cols = new_event_columns(model)
         if cfg.input_baseline:
+            # each event's raw features once: the columns of the events new to each window
+            self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
             mean, var = input_prior(model)
-            cols = self.input_cols
-            self.input_baseline = InputBaseline(mean[cols], var[cols], horizon=cfg.input_baseline)
+            self.input_baseline = InputBaseline(mean[self.input_cols], var[self.input_cols],
+                                                horizon=cfg.input_baseline)
 
     @property
     def version(self) -> str:

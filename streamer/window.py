@@ -19,7 +19,10 @@ import numpy as np
 from streamer.config import WindowConfig
 from streamer.records import EventBatch, WindowBatch
 
-__all__ = ["Windower", "RecordWindower", "CountWindower", "TimeWindower", "make_windower"]
+__all__ = ["Windower", "RecordWindower", "CountWindower", "TimeWindower", "make_windower", "new_event_columns"]
+
+# Count-window feature names: ``<field>@-<lag>``, lag 0 the newest event.
+LAG_SEP = "@-"
 
 Key = tuple[str, int, str]  # (topic, partition, entity)
 Partition = tuple[str, int]
@@ -105,7 +108,7 @@ class CountWindower:
         self.idle_ms = int(cfg.idle_timeout_s * 1000)
         self.max_entities = cfg.max_entities
         self.base_names = list(feature_names)
-        self.feature_names = [f"{n}@-{lag}" for lag in range(self.size - 1, -1, -1) for n in feature_names]
+        self.feature_names = [f"{n}{LAG_SEP}{lag}" for lag in range(self.size - 1, -1, -1) for n in feature_names]
         # Least recently seen first, over all partitions (for the max_entities bound) and per
         # partition (for idle eviction: partitions advance at different paces in event time).
         self._state: OrderedDict[Key, _CountState] = OrderedDict()
@@ -394,6 +397,16 @@ def _merge(acc: np.ndarray, new: np.ndarray, F: int) -> None:
     np.maximum(acc[hi], new[hi], out=acc[hi])
     acc[-2] = min(acc[-2], new[-2])
     acc[-1] = max(acc[-1], new[-1])
+
+
+def new_event_columns(feature_names: list[str], cfg: WindowConfig) -> np.ndarray:
+    """Window feature columns that hold events new to their window: in count windows (features
+    ``<field>@-<lag>``) the ``slide`` newest events, so that each event is seen there once, in the
+    first window it appears in; in record and time windows every column."""
+    if cfg.kind != "count":
+        return np.arange(len(feature_names))
+    lags = np.array([int(n.rsplit(LAG_SEP, 1)[1]) for n in feature_names])
+    return np.flatnonzero(lags < max(1, min(cfg.slide, cfg.size)))
 
 
 def make_windower(feature_names: list[str], cfg: WindowConfig) -> Windower:

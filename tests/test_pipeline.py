@@ -245,14 +245,13 @@ def test_input_baseline_prior_from_the_model_or_its_card(model):
 def test_input_baseline_judges_each_event_once_in_count_windows():
     from types import SimpleNamespace
 
-    from streamer.detector import new_event_columns
+    from streamer.window import new_event_columns
 
-    def fake(kind, size=4, slide=1):
+    def cols(kind, size=4, slide=1):
         names = [f"{f}@-{lag}" for lag in range(size - 1, -1, -1) for f in ("a", "b")]
-        window = SimpleNamespace(kind=kind, size=size, slide=slide)
-        return SimpleNamespace(normalizer=SimpleNamespace(names=names), config=SimpleNamespace(window=window))
+        return new_event_columns(names, SimpleNamespace(kind=kind, size=size, slide=slide))
 
-    np.testing.assert_array_equal(new_event_columns(fake("count")), [6, 7])  # a@-0, b@-0
-    np.testing.assert_array_equal(new_event_columns(fake("count", slide=2)), [4, 5, 6, 7])
-    np.testing.assert_array_equal(new_event_columns(fake("count", slide=9)), np.arange(8))  # tumbling: all
-    np.testing.assert_array_equal(new_event_columns(fake("time")), np.arange(8))
+    np.testing.assert_array_equal(cols("count"), [6, 7])  # a@-0, b@-0
+    np.testing.assert_array_equal(cols("count", slide=2), [4, 5, 6, 7])
+    np.testing.assert_array_equal(cols("count", slide=9), np.arange(8))  # tumbling: all
+    np.testing.assert_array_equal(cols("time"), np.arange(8))
