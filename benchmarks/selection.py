@@ -15,12 +15,16 @@
   after the probation are never read.
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
-detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies, so
-a default can be picked before any test figure is seen.
+detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies (on
+``nab`` also NAB's standard score of the detections, with NAB-like windows around the injected
+anomalies), so a default can be picked before any test figure is seen. ``--model-seeds 7,1,2``
+trains each variant once per seed and prints the mean and standard deviation: a difference
+smaller than that spread is noise.
 
     .venv/bin/python benchmarks/selection.py --dataset nsl-kdd --root ../shared/datasets
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 8 --incidents
+    .venv/bin/python benchmarks/selection.py --dataset nab --root ../shared/datasets --variants default,cooldown-30
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer import datasets, metrics  # noqa: E402
+from streamer import datasets, metrics, nab  # noqa: E402
 from streamer.config import load_config  # noqa: E402
 from streamer.evaluate import evaluate_series  # noqa: E402
 from streamer.records import Record  # noqa: E402
@@ -58,6 +62,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise-0": {"model.noise_std": 0.0},
     "noise-0.3": {"model.noise_std": 0.3},
     "latent-4": {"model.latent_dim": 4},
+    "hidden-64-32": {"model.hidden": [64, 32]},
     "hidden-128-64": {"model.hidden": [128, 64]},
     "hidden-256-128": {"model.hidden": [256, 128]},
     "recon-weight-0": {"detector.recon_weight": 0.0},
@@ -88,6 +93,7 @@ TELEMETRY_VARIANTS = {
     "input-baseline-3000": {"detector.input_baseline": 3000},
     "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
     "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
+    **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100)},
 }
 
 
@@ -203,6 +209,65 @@ def nab_validation(root: Path, seed: int) -> datasets.Dataset:
     return datasets.Dataset("nab-validation", ds.overrides, iter(out), len(out))
 
 
+def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
+    """NAB-like windows around the labelled ranges of a validation segment: each range widened on
+    both sides by half of NAB's window width (10% of the rows over the number of anomalies),
+    overlapping ones merged."""
+    y = np.asarray(y, dtype=np.int8)
+    edges = np.flatnonzero(np.diff(np.r_[0, y, 0]))
+    ranges = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    if not ranges:
+        return []
+    half = int(0.1 * len(y) / len(ranges)) // 2
+    out: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        lo, hi = max(0, lo - half), min(len(y), hi + half)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[str], cats: list[str], *,
+                nab_scores: bool = False) -> dict[str, dict[str, float]]:
+    """Validation figures of one variant, per detector: each mean over the dataset's series."""
+    cfg = load_config(overrides={**ds.overrides, **overrides, "detector.alpha": 0.01}, environ={})
+    figs: dict[str, dict[str, list[float]]] = {}
+    nab_files: dict[str, list[nab.FileScores]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.model.dir = tmp
+        for s in ds.series:
+            res = evaluate_series(s, cfg, ["streamer", *peers], workdir=Path(tmp))
+            for det in ["streamer", *peers]:
+                f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
+                f["roc_auc"].append(metrics.roc_auc(res.labels, res.scores[det]))
+                normal = np.asarray(res.labels) == 0
+                if normal.any():  # alerts at alpha 0.01 on the validation rows not injected
+                    f["false_alarm_rate"].append(float(res.alerts[det][normal].mean()))
+                f["pr_auc"].append(metrics.pr_auc(res.labels, res.scores[det]))
+                if cats:
+                    f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), res.scores[det]))
+                if nab_scores:  # NAB's scoring of the segments' detections (no probation: training is apart)
+                    detected = res.detection_scores.get(det, res.unit_scores[det])
+                    nab_files.setdefault(det, []).append(nab.FileScores(
+                        s.name, np.arange(len(res.labels)), np.clip(detected, 0.0, 1.0), nab_style_windows(res.labels)))
+    for det, files in nab_files.items():
+        figs[det]["nab_standard"] = [nab.score_corpus(files, nab.NAB_PROFILES["standard"], 0.0)["score_normalized"]]
+    return {det: {k: float(np.mean(v)) for k, v in f.items() if v} for det, f in figs.items()}
+
+
+def _line(fig: dict[str, float]) -> str:
+    def show(k: str, label: str, fmt: str) -> str:
+        if k not in fig:
+            return ""
+        sd = f" ± {fig[k + '_sd']:{fmt}}" if k + "_sd" in fig else ""
+        return f"  {label} {fig[k]:{fmt}}{sd}"
+    return (show("roc_auc", "validation ROC-AUC", ".4f") + show("pr_auc", "PR-AUC", ".4f")
+            + show("macro_pr_auc", "macro PR-AUC", ".4f") + show("false_alarm_rate", "false-alarm rate", ".4f")
+            + show("nab_standard", "NAB standard", ".1f")).strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab"], required=True)
@@ -212,6 +277,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--incidents", action="store_true",
                     help="smd: fewer, longer injected anomalies (5-1500 rows, log-uniform) instead of 5-40 rows")
+    ap.add_argument("--model-seeds", default="",
+                    help="comma separated training seeds: each variant is trained with each, figures are the mean "
+                         "(± their standard deviation)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
@@ -221,36 +289,25 @@ def main() -> int:
         variants = {k: variants[k] for k in args.variants.split(",")}
     peers = [p for p in args.peers.split(",") if p]
     results: dict[str, dict[str, float]] = {}
+    seeds: list[int | None] = [int(x) for x in args.model_seeds.split(",")] if args.model_seeds else [None]
     for name, ov in variants.items():
-        cats: list[str] = []
-        if args.dataset == "nsl-kdd":
-            ds = nsl_validation(root, cats)
-        elif args.dataset == "smd":
-            ds = smd_validation(root, args.machines, args.seed, incidents=args.incidents)
-        else:
-            ds = nab_validation(root, args.seed)
-        cfg = load_config(overrides={**ds.overrides, **ov, "detector.alpha": 0.01}, environ={})
-        figs: dict[str, dict[str, list[float]]] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg.model.dir = tmp
-            for s in ds.series:
-                res = evaluate_series(s, cfg, ["streamer", *peers], workdir=Path(tmp))
-                for det in ["streamer", *peers]:
-                    f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
-                    f["roc_auc"].append(metrics.roc_auc(res.labels, res.scores[det]))
-                    normal = np.asarray(res.labels) == 0
-                    if normal.any():  # alerts at alpha 0.01 on the validation rows not injected
-                        f["false_alarm_rate"].append(float(res.alerts[det][normal].mean()))
-                    f["pr_auc"].append(metrics.pr_auc(res.labels, res.scores[det]))
-                    if cats:
-                        f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), res.scores[det]))
-        for det, f in figs.items():
+        runs = []
+        for seed in seeds:
+            cats: list[str] = []
+            if args.dataset == "nsl-kdd":
+                ds = nsl_validation(root, cats)
+            elif args.dataset == "smd":
+                ds = smd_validation(root, args.machines, args.seed, incidents=args.incidents)
+            else:
+                ds = nab_validation(root, args.seed)
+            seeded = ov if seed is None else {**ov, "model.seed": seed}
+            runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset == "nab"))
+        for det in runs[0]:
             key = name if det == "streamer" else f"{name}:{det}"
-            results[key] = {k: float(np.mean(v)) for k, v in f.items() if v}
-            extra = f"  macro PR-AUC {results[key]['macro_pr_auc']:.4f}" if "macro_pr_auc" in results[key] else ""
-            extra += f"  false-alarm rate {results[key]['false_alarm_rate']:.4f}"
-            print(f"{key:<24} validation ROC-AUC {results[key]['roc_auc']:.4f}  PR-AUC {results[key]['pr_auc']:.4f}{extra}",
-                  flush=True)
+            results[key] = {k: float(np.mean([r[det][k] for r in runs])) for k in runs[0][det]}
+            if len(runs) > 1:  # the spread over training seeds: the noise floor of a choice
+                results[key].update({f"{k}_sd": float(np.std([r[det][k] for r in runs], ddof=1)) for k in runs[0][det]})
+            print(f"{key:<24} {_line(results[key])}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

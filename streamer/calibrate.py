@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Calibrator", "EntityBaseline", "InputBaseline", "significance", "tail_scale"]
+__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -298,6 +298,45 @@ class InputBaseline:
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q
+
+
+class AlertCooldown:
+    """Incident grouping per entity: a window *repeats* its entity's open incident when one of that
+    entity's previous ``windows`` windows was at least as significant (a significance at most its
+    own). Only the others alert: the onset of an incident, and each escalation past its worst
+    window so far; a lasting anomaly does not alert on every window it spans.
+
+    The rule does not depend on alpha, so a ranking of the windows that are not repeats (and any
+    threshold on it) groups the same way. State: the last ``windows`` significances of each entity,
+    at most ``max_entities`` entities (the least recently seen are forgotten first).
+    """
+
+    def __init__(self, windows: int, *, max_entities: int = 200_000) -> None:
+        if windows < 1 or max_entities < 1:
+            raise ValueError("alert cooldown: windows >= 1 and max_entities >= 1 are needed")
+        self.windows = windows
+        # per entity: the last `windows` significances (a ring, +inf where none yet), then its cursor
+        self._rows = _EntityRows(np.r_[np.full(windows, np.inf), 0.0], max_entities)
+
+    def __len__(self) -> int:
+        return len(self._rows.slot)
+
+    def update(self, entity: np.ndarray, sig: np.ndarray) -> np.ndarray:
+        """Which windows of a batch (in stream order) repeat an open incident of their entity."""
+        sig = np.asarray(sig, dtype=np.float64)
+        repeat = np.zeros(len(sig), dtype=bool)
+        if len(sig) == 0:
+            return repeat
+        slots, rank = self._rows.in_order(entity)
+        st, w = self._rows.state, self.windows
+        for r in range(int(rank.max()) + 1):
+            rows = np.flatnonzero(rank == r)
+            s = slots[rows]
+            repeat[rows] = st[s, :w].min(axis=1) <= sig[rows]
+            cursor = st[s, w].astype(np.int64)
+            st[s, cursor] = sig[rows]
+            st[s, w] = (cursor + 1) % w
+        return repeat
 
 
 def _normal_upper_tail(z: np.ndarray) -> np.ndarray:

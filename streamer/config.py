@@ -197,6 +197,13 @@ class DetectorConfig:
         "probability of the most extreme one (times their number) joins the alert decision as a geometric mean with "
         "the model's significance. 0: off.",
     )
+    alert_cooldown: int = _f(
+        0,
+        "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
+        "previous this many windows repeats that incident and does not alert; an incident alerts at its onset and "
+        "again only when it gets worse. The retrainer still counts those windows as alerts (never as normal "
+        "training data). Memory: this many numbers per entity. 0: off (every significant window alerts).",
+    )
     entity_baseline_short: int = _f(
         3,
         "Windows averaged (exponentially) into the score an entity baseline judges: more smooths single-window "
@@ -318,6 +325,8 @@ class StreamerConfig:
             raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
         if d.input_baseline < 0 or d.input_baseline == 1:
             raise ConfigError("detector.input_baseline", "0 (off) or a number of windows >= 2", d.input_baseline)
+        if not 0 <= d.alert_cooldown <= 10_000:
+            raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if d.entity_baseline_short < 1:
             raise ConfigError("detector.entity_baseline_short", "a number of windows >= 1", d.entity_baseline_short)
         if d.knn_threads == 0 or d.knn_threads < -1:

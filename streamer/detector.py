@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import Calibrator, EntityBaseline, InputBaseline, significance
+from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import new_event_columns
@@ -35,6 +35,9 @@ class Scored:
     # :func:`streamer.calibrate.significance`).
     significance: np.ndarray | None = None
     input_p: np.ndarray | None = None  # tail probability of the inputs against the entity's recent ones (when on)
+    # With an alert cooldown: windows repeating an open incident of their entity (never alerts,
+    # significant or not; see streamer.calibrate.AlertCooldown).
+    repeat: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.significance is None:
@@ -79,6 +82,7 @@ class Detector:
             mean, var = input_prior(model)
             self.input_baseline = InputBaseline(mean[self.input_cols], var[self.input_cols],
                                                 horizon=cfg.input_baseline)
+        self.cooldown = AlertCooldown(cfg.alert_cooldown) if cfg.alert_cooldown else None
 
     @property
     def version(self) -> str:
@@ -88,7 +92,8 @@ class Detector:
         """Score raw window features; admit the windows judged normal into the reservoir. With an
         entity baseline (input baseline) configured and ``entity`` given (one key per window, in
         stream order), each window's score (raw features) is also judged against its entity's
-        recent ones."""
+        recent ones; with an alert cooldown, windows repeating an open incident of their entity do
+        not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
@@ -105,4 +110,8 @@ class Detector:
         q_in = (self.input_baseline.update(entity, x_raw[:, self.input_cols])
                 if self.input_baseline is not None and entity is not None else None)
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
-        return Scored(s, p, self.calibrator.is_alert(sig), knn, recon, sq, q, sig, q_in)
+        alert = self.calibrator.is_alert(sig)
+        repeat = self.cooldown.update(entity, sig) if self.cooldown is not None and entity is not None else None
+        if repeat is not None:
+            alert &= ~repeat
+        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat)

@@ -13,6 +13,7 @@ For every series of a dataset:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import tempfile
@@ -54,6 +55,9 @@ class SeriesScores:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     alerts: dict[str, np.ndarray] = field(default_factory=dict)
     unit_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # What a threshold on it detects, when that is not the unit score: with an alert cooldown, the
+    # unit score with the windows repeating an open incident at 0 (NAB scores detections).
+    detection_scores: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     unscored_rows: int = 0
     category: str = ""
@@ -110,24 +114,22 @@ def evaluate_series(
         events, _, _ = pipe.decoder.decode(series.train[-(cfg.window.size - 1):])
         pipe.windower.push(events)
     base = series.test[0].offset
-    rows_l, x_l, s_l, p_l = [], [], [], []
-    for lo in range(0, n, batch):
-        r = pipe.process(series.test[lo:lo + batch])
+    rows_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], []
+    results = (pipe.process(series.test[lo:lo + batch]) for lo in range(0, n, batch))
+    for r in itertools.chain(results, [pipe.flush()]):
         if r.scored is not None:
             rows_l.append(r.windows.offset_hi - base)
             x_l.append(r.windows.x)
             s_l.append(r.scored.score)
             p_l.append(r.scored.significance)
-    r = pipe.flush()
-    if r.scored is not None:
-        rows_l.append(r.windows.offset_hi - base)
-        x_l.append(r.windows.x)
-        s_l.append(r.scored.score)
-        p_l.append(r.scored.significance)
+            a_l.append(r.scored.alert)
+            rep_l.append(r.scored.repeat if r.scored.repeat is not None else np.zeros(len(r.scored.score), bool))
     rows = np.concatenate(rows_l) if rows_l else np.empty(0, dtype=np.int64)
     x_test = np.concatenate(x_l) if x_l else np.empty((0, len(pipe.windower.feature_names)))
     ours = np.concatenate(s_l) if s_l else np.empty(0)
     p = np.concatenate(p_l) if p_l else np.empty(0)
+    alert = np.concatenate(a_l) if a_l else np.empty(0, dtype=bool)
+    repeat = np.concatenate(rep_l) if rep_l else np.empty(0, dtype=bool)
     out.unscored_rows = int(n - len(np.unique(rows)))
 
     def to_rows(values: np.ndarray, fill: float) -> np.ndarray:
@@ -137,7 +139,7 @@ def evaluate_series(
 
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0
     if "streamer" in detectors:
-        out.alerts["streamer"] = to_rows((p < alpha).astype(float), 0.0).astype(bool)
+        out.alerts["streamer"] = to_rows(alert.astype(float), 0.0).astype(bool)
         if pipe.detector.baseline is not None or pipe.detector.input_baseline is not None:
             # With an entity or input baseline the detector decides on the p-value combined with
             # their tail probabilities (Scored.significance); that is its ranking too, as a
@@ -150,6 +152,12 @@ def evaluate_series(
         else:
             out.scores["streamer"] = to_rows(ours, floor)
             out.unit_scores["streamer"] = to_rows(_unit(ours, model.calibration), 0.0)
+        if repeat.any():
+            # With an alert cooldown the score still ranks every window (ROC-AUC, PR-AUC: what the
+            # scores topic carries), while detections skip the windows repeating an open incident
+            # (they never alert): any threshold on this groups incidents as the detector does.
+            rep = to_rows(repeat.astype(float), 0.0).astype(bool)
+            out.detection_scores["streamer"] = np.where(rep, 0.0, out.unit_scores["streamer"])
         out.seconds["streamer"] = time.monotonic() - t0
 
     peers = [d for d in detectors if d != "streamer"]

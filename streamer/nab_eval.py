@@ -28,10 +28,12 @@ def nab_figures(ds: Dataset, result: DatasetResult, detectors: Sequence[str], *,
         for s in result.series:
             ts = np.asarray(s.timestamps, dtype="datetime64[s]")
             ranges = nab.window_index_ranges(ts, windows.get(s.name, []))
-            files.append(nab.FileScores(s.name, ts, np.clip(s.unit_scores[det], 0.0, 1.0), ranges))
+            # NAB thresholds the score into detections: an alert cooldown's grouping applies
+            detected = np.clip(s.detection_scores.get(det, s.unit_scores[det]), 0.0, 1.0)
+            files.append(nab.FileScores(s.name, ts, detected, ranges))
             if results_dir:
                 nab.write_results(results_dir, det, s.category, s.name.split("/", 1)[1], s.timestamps, s.values,
-                                  np.clip(s.unit_scores[det], 0.0, 1.0), nab.labels_from_windows(len(ts), ranges))
+                                  detected, nab.labels_from_windows(len(ts), ranges))
         scores = nab.score_all_profiles(files)
         for profile, key in _KEYS.items():
             result.figures[det][key] = float(scores[profile]["score_normalized"])

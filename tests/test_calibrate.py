@@ -141,7 +141,7 @@ def test_shifted_data_alerts_much_more():
 
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
-from streamer.calibrate import EntityBaseline, InputBaseline, significance  # noqa: E402
+from streamer.calibrate import AlertCooldown, EntityBaseline, InputBaseline, significance  # noqa: E402
 
 
 def _stream(rng, n, level=1.0):
@@ -277,3 +277,36 @@ def test_input_baseline_floor_and_bad_input():
                 dict(prior_mean=[0.0, 1.0], prior_var=[1.0], horizon=5), dict(prior_mean=[np.nan], prior_var=[1.0], horizon=5)]:
         with pytest.raises(ValueError):
             InputBaseline(**bad)
+
+
+def test_alert_cooldown_hand_computed():
+    c = AlertCooldown(2)
+    ent = np.array(["a"] * 6)
+    sig = np.array([0.5, 0.001, 0.002, 0.0005, 0.003, 0.004])
+    # 0.5: first window; 0.001 < 0.5: new; 0.002 >= 0.001 (1 back): repeat; 0.0005 < both: new
+    # (an escalation); 0.003 >= 0.0005: repeat; 0.004: the last two are 0.0005 and 0.003: repeat
+    assert c.update(ent, sig).tolist() == [False, False, True, False, True, True]
+    # 0.002 one later: the last two are 0.003 and 0.004, so 0.0005 has left the cooldown: new
+    assert c.update(np.array(["a"]), np.array([0.002])).tolist() == [False]
+    # ties repeat: an equally significant window is the same incident
+    assert c.update(np.array(["a"]), np.array([0.002])).tolist() == [True]
+    assert len(c) == 1 and c.update(np.array([], dtype=object), np.zeros(0)).shape == (0,)
+    with pytest.raises(ValueError):
+        AlertCooldown(0)
+
+
+def test_alert_cooldown_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(3)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=500)
+    sig = rng.uniform(size=500) ** 3
+    whole = AlertCooldown(7).update(ent, sig)
+    split = AlertCooldown(7)
+    parts = np.concatenate([split.update(ent[lo:lo + 23], sig[lo:lo + 23]) for lo in range(0, 500, 23)])
+    np.testing.assert_array_equal(parts, whole)
+    # the same, one entity at a time, by the definition: not a repeat iff below its last 7
+    for e in "abc":
+        s = sig[ent == e]
+        expect = [bool(i and s[max(0, i - 7):i].min() <= s[i]) for i in range(len(s))]
+        assert whole[ent == e].tolist() == expect
+    # alerts under any threshold are the grouped ones: a run above it alerts once unless it worsens
+    assert 0 < (~whole).sum() < 500

@@ -270,6 +270,8 @@ def test_bad_hop():
         ({"detector.recon_weight": 1.5}, "detector.recon_weight"),
         ({"detector.admit_p": 1.5}, "detector.admit_p"),
         ({"detector.entity_baseline_short": 0}, "detector.entity_baseline_short"),
+        ({"detector.alert_cooldown": -1}, "detector.alert_cooldown"),
+        ({"detector.alert_cooldown": 10_001}, "detector.alert_cooldown"),
         ({"detector.k": 50, "detector.reservoir_size": 10}, "detector.reservoir_size"),
         ({"model.validation_split": 0.95}, "model.validation_split"),
         ({"model.hidden": "8,0"}, "model.hidden"),

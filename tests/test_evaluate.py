@@ -68,7 +68,8 @@ def test_eval_several_csv_files_reports_mean_and_per_file(tmp_path):
     assert fig["roc_auc"] == pytest.approx(mean)
 
 
-def test_eval_nab_layout_scores_and_results(tmp_path):
+@pytest.mark.parametrize("cooldown", [0, 100])
+def test_eval_nab_layout_scores_and_results(tmp_path, cooldown):
     base = tmp_path / "nab"
     (base / "data" / "realX").mkdir(parents=True)
     (base / "labels").mkdir()
@@ -86,7 +87,8 @@ def test_eval_nab_layout_scores_and_results(tmp_path):
     (base / "labels" / "combined_windows.json").write_text(json.dumps(windows))
     out, results = tmp_path / "nab.json", tmp_path / "results"
     assert main(["eval", "--dataset", "nab", "--root", str(tmp_path), "--detectors", "streamer,iforest",
-                 "--json", str(out), "--nab-results", str(results), *FAST]) == 0
+                 "--json", str(out), "--nab-results", str(results), *FAST,
+                 "--set", f"detector.alert_cooldown={cooldown}"]) == 0
     fig = json.loads(out.read_text())["nab"]
     for det in ("streamer", "iforest"):
         for key in ("nab_standard", "nab_low_fp", "nab_low_fn"):
@@ -96,6 +98,14 @@ def test_eval_nab_layout_scores_and_results(tmp_path):
     header = csv_file.read_text().splitlines()[0]
     assert header == "timestamp,value,anomaly_score,label"
     assert len(csv_file.read_text().splitlines()) == 1201
+    written = np.array([float(line.split(",")[2]) for line in csv_file.read_text().splitlines()[1:]])
+    hits = np.flatnonzero(written >= 0.5)  # rows that alert (a surprise of 0.5 is alpha)
+    if cooldown:
+        # the spike's onset, then only escalations (each more significant than the last); the
+        # rest of the spike and the way back repeat the incident
+        assert len(hits) and ((hits >= 900) & (hits < 910)).all() and (np.diff(written[hits]) > 0).all(), hits
+    else:  # every spike row and the way back: both values of a window of 2 are far out
+        assert ((hits >= 900) & (hits <= 911)).sum() >= 10, hits
 
 
 def test_eval_bad_use(capsys, tmp_path):
@@ -136,3 +146,24 @@ def test_eval_with_baselines_ranks_on_the_significance(tmp_path, seed, baselines
     fig = json.loads(out.read_text())["sensor"]["streamer"]
     assert fig["roc_auc"] > 0.9 and fig["event_recall"] == 1.0
     assert fig["false_alarm_rate"] <= 0.05
+
+
+def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path):
+    f = tmp_path / "sensor.csv"
+    _series_csv(f, 5)
+    runs = {}
+    for cooldown in (0, 200):
+        sub = tmp_path / f"c{cooldown}"
+        sub.mkdir()
+        out = sub / "r.json"
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), "--plots", str(sub), *FAST,
+                     "--set", f"detector.alert_cooldown={cooldown}"]) == 0
+        runs[cooldown] = json.loads(out.read_text())["sensor"]["streamer"]
+    plain, grouped = runs[0], runs[200]
+    # both 30- and 10-row spikes still alert (at their onset), with fewer alerts inside them
+    assert grouped["event_recall"] == plain["event_recall"] == 1.0
+    assert grouped["recall"] < plain["recall"]
+    assert grouped["false_alarm_rate"] <= plain["false_alarm_rate"]
+    # the score still ranks every window: grouping changes the alerts, not the ranking
+    assert grouped["roc_auc"] == pytest.approx(plain["roc_auc"]) and grouped["pr_auc"] == pytest.approx(plain["pr_auc"])

@@ -255,3 +255,15 @@ def test_input_baseline_judges_each_event_once_in_count_windows():
     np.testing.assert_array_equal(cols("count", slide=2), [4, 5, 6, 7])
     np.testing.assert_array_equal(cols("count", slide=9), np.arange(8))  # tumbling: all
     np.testing.assert_array_equal(cols("time"), np.arange(8))
+
+
+def test_alert_cooldown_groups_alerts_into_incidents(model, trained_model, flows, clean_run):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, alert_cooldown=50)
+    pipe, results, (p, repeat, sig, flags, entities) = scored_columns(model, cfg, flows, "repeat")
+    np.testing.assert_array_equal(sig, clean_run["p"])  # what is significant is unchanged
+    # alerts: the significant windows that do not repeat their entity's open incident
+    np.testing.assert_array_equal(flags, (sig < cfg.alpha) & ~repeat)
+    assert 0 < flags.sum() < clean_run["alert_flags"].sum()
+    alerts = [a for r in results for a in r.alerts]
+    assert len(alerts) == flags.sum()
+    assert len(pipe.detector.cooldown) == len(set(entities))

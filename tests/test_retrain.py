@@ -275,6 +275,28 @@ def test_poisoning_ramp_is_not_admitted_and_fails_the_gate(drift_model, tmp_path
     assert list_versions(cfg.model.dir, "default")[-1] == out["version"]
 
 
+def test_windows_grouped_by_an_alert_cooldown_are_not_normal_training_data(drift_model, tmp_path):
+    """With an alert cooldown, a lasting attack alerts once per escalation; the rest of its
+    significant windows still stay out of the retrainer's reservoir of normal windows."""
+    _copy_model(drift_model, tmp_path)
+    cfg = make_config(tmp_path / "models", **RETRAIN, **{"detector.alert_cooldown": 1000})
+    stream = generate_flows(n_hosts=20, duration_s=20 * 60, start_ms=START_MS, seed=3)
+    live = sorted([e for e in stream.events if e["ts"] >= START_MS + 8 * MIN] + _ramp(START_MS + 9 * MIN, START_MS + 19 * MIN),
+                  key=lambda e: (e["ts"], e["src_host"]))
+    rt = Retrainer(cfg, load_artifact_dir(drift_model["path"]), announce=False)
+    recs = flow_records(live)
+    grouped = 0
+    for lo in range(0, len(recs), 500):
+        result = rt.pipeline.process(recs[lo:lo + 500])
+        if result.scored is not None:
+            sc = result.scored
+            grouped += int((sc.repeat & (sc.significance < cfg.detector.alpha)).sum())
+        rt.observe(result)
+    assert grouped > 0  # the ramp's later windows repeat its incident: no alert, yet significant
+    assert (rt.reservoir.p_value >= cfg.detector.alpha).all()
+    assert any(ent == RAMP_HOST for ent in rt.quarantine.entity) or any(ent == RAMP_HOST for ent in rt.confident.entity)
+
+
 # -- the watch ---------------------------------------------------------------------------------
 def _watch(alarms, levels):
     w = _Watch("drift")
