@@ -94,6 +94,8 @@ TELEMETRY_VARIANTS = {
     "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
     "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
     **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100)},
+    **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
+       for n in (10, 100)},
 }
 
 
