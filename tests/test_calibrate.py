@@ -308,5 +308,4 @@ def test_alert_cooldown_keeps_entities_apart_and_batches_do_not_matter():
         s = sig[ent == e]
         expect = [bool(i and s[max(0, i - 7):i].min() <= s[i]) for i in range(len(s))]
         assert whole[ent == e].tolist() == expect
-    # alerts under any threshold are the grouped ones: a run above it alerts once unless it worsens
-    assert 0 < (~whole).sum() < 500
+    assert 0 < (~whole).sum() < 500  # some windows open or escalate an incident, others repeat one
