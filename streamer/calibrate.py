@@ -16,6 +16,7 @@ never reaches 0 (floored at the smallest normal float, about 2.2e-308).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -178,8 +179,28 @@ class _EntityRows:
         rank[order] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
         return slots, rank
 
+    def by_rank(self, entity: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The windows of a batch (in stream order) in steps of at most one per entity, in order:
+        each step's window indices and their state rows, to read and update together. New
+        entities may reallocate ``state``: read it inside the loop."""
+        if len(entity) == 0:
+            return
+        slots, rank = self.in_order(entity)
+        for r in range(int(rank.max()) + 1):
+            rows = np.flatnonzero(rank == r)
+            yield rows, slots[rows]
 
-class EntityBaseline:
+
+class _PerEntity:
+    """Per-entity state kept in an :class:`_EntityRows` (``self._rows``)."""
+
+    _rows: _EntityRows
+
+    def __len__(self) -> int:
+        return len(self._rows.slot)
+
+
+class EntityBaseline(_PerEntity):
     """Per-entity adaptive calibration: how surprising a window's score is *for its entity*, given
     that entity's own recent scores.
 
@@ -214,22 +235,14 @@ class EntityBaseline:
         # per entity: short average, long mean, long variance
         self._rows = _EntityRows(np.array([self.prior_mean, self.prior_mean, self.prior_var]), max_entities)
 
-    def __len__(self) -> int:
-        return len(self._rows.slot)
-
     def update(self, entity: np.ndarray, score: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of windows (in stream order), updating the baselines."""
         score = np.asarray(score, dtype=np.float64)
         n = len(score)
         q = np.ones(n)
-        if n == 0:
-            return q
         x = np.log1p(np.maximum(score, 0.0))
-        slots, rank = self._rows.in_order(entity)
-        st = self._rows.state
-        for r in range(int(rank.max()) + 1):
-            rows = np.flatnonzero(rank == r)
-            s = slots[rows]
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
             a = st[s, 0] + self.b_short * (x[rows] - st[s, 0])
             mean, var = st[s, 1], st[s, 2]
             z = (a - mean) / np.sqrt(np.maximum(var, self.var_floor))
@@ -241,7 +254,7 @@ class EntityBaseline:
         return q
 
 
-class InputBaseline:
+class InputBaseline(_PerEntity):
     """Per-entity running mean and variance of each raw window feature: how far a window's
     *inputs* are from its entity's recent inputs, whatever the model makes of them.
 
@@ -272,9 +285,6 @@ class InputBaseline:
         # per entity: F means then F variances
         self._rows = _EntityRows(np.r_[prior_mean, prior_var], max_entities)
 
-    def __len__(self) -> int:
-        return len(self._rows.slot)
-
     def update(self, entity: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order), updating each
         entity's running statistics. A non-finite value counts as its entity's mean."""
@@ -283,13 +293,8 @@ class InputBaseline:
         if f != self.n_features:
             raise ValueError(f"input baseline: expected {self.n_features} features, got shape {x.shape}")
         q = np.ones(n)
-        if n == 0:
-            return q
-        slots, rank = self._rows.in_order(entity)
-        st = self._rows.state
-        for r in range(int(rank.max()) + 1):
-            rows = np.flatnonzero(rank == r)
-            s = slots[rows]
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
             mean, var = st[s, :f], st[s, f:]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
             z = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
@@ -300,7 +305,7 @@ class InputBaseline:
         return q
 
 
-class AlertCooldown:
+class AlertCooldown(_PerEntity):
     """Incident grouping per entity: a window *repeats* its entity's open incident when one of that
     entity's previous ``windows`` windows was at least as significant (a significance at most its
     own). Only the others alert: the onset of an incident, and each escalation past its worst
@@ -318,20 +323,13 @@ class AlertCooldown:
         # per entity: the last `windows` significances (a ring, +inf where none yet), then its cursor
         self._rows = _EntityRows(np.r_[np.full(windows, np.inf), 0.0], max_entities)
 
-    def __len__(self) -> int:
-        return len(self._rows.slot)
-
     def update(self, entity: np.ndarray, sig: np.ndarray) -> np.ndarray:
         """Which windows of a batch (in stream order) repeat an open incident of their entity."""
         sig = np.asarray(sig, dtype=np.float64)
         repeat = np.zeros(len(sig), dtype=bool)
-        if len(sig) == 0:
-            return repeat
-        slots, rank = self._rows.in_order(entity)
-        st, w = self._rows.state, self.windows
-        for r in range(int(rank.max()) + 1):
-            rows = np.flatnonzero(rank == r)
-            s = slots[rows]
+        w = self.windows
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
             repeat[rows] = st[s, :w].min(axis=1) <= sig[rows]
             cursor = st[s, w].astype(np.int64)
             st[s, cursor] = sig[rows]

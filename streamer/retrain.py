@@ -59,14 +59,13 @@ log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
 
 
-def confident_mask(scored: Any, threshold: float, factor: float, alert: np.ndarray | None = None) -> np.ndarray:
-    """Alerts with a score at least ``factor`` times the alert threshold: the windows a candidate
-    must keep flagging. ``alert``: the significant windows, when not ``scored.alert`` (which an
-    alert cooldown thins out)."""
+def confident_mask(score: np.ndarray, threshold: float, factor: float, significant: np.ndarray) -> np.ndarray:
+    """Significant windows (alerted, or grouped into an open incident by an alert cooldown) with a
+    score at least ``factor`` times the alert threshold: the windows a candidate must keep
+    flagging."""
     if not np.isfinite(threshold):
-        return np.zeros(len(scored.score), dtype=bool)
-    alert = np.asarray(scored.alert if alert is None else alert, dtype=bool)
-    return alert & (scored.score >= factor * max(threshold, 1e-12))
+        return np.zeros(len(score), dtype=bool)
+    return np.asarray(significant, dtype=bool) & (score >= factor * max(threshold, 1e-12))
 
 
 def evaluate_gate(candidate: ModelArtifact, cfg: StreamerConfig, normal_x: np.ndarray, confident_x: np.ndarray,
@@ -383,7 +382,7 @@ class Retrainer:
         # is normal training data
         alert = calibrator.is_alert(sc.significance)
         finite = np.isfinite(sc.knn)
-        confident = confident_mask(sc, threshold, self.cfg.retrain.confident_factor, alert)
+        confident = confident_mask(sc.score, threshold, self.cfg.retrain.confident_factor, alert)
         kind = np.where(confident, 2, np.where(alert, 1, 0)).astype(np.int8)  # 0 normal, 1 moderate, 2 confident
         kind[~finite & (kind < 2)] = 3  # non-finite: nowhere
         return _Judged(w.x, w.end_ms, w.entity, np.asarray(sc.p_value, dtype=np.float64), kind)
