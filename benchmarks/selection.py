@@ -13,11 +13,17 @@
   detector learn from it): train on its first 60%, validate on the rest with the same kind of
   injected anomalies (files whose probation is too short for that are left out); the scored rows
   after the probation are never read.
+* ``nab-long``: NAB-like long streams that NAB's short probationary periods cannot give (drift,
+  daily cycles, weeks of false-alarm opportunities): 24 univariate series from SMD's *training*
+  split (per machine its 3 most variable metrics, as 5-minute means, ~4,700 rows each), each
+  trained on its first 15% as NAB's probation, streamed whole, with 1-3 anomalies injected after
+  the probation (spikes, level shifts, noise bursts, flat lines, and contextual ones: a stretch
+  replaced by the values of 12 hours earlier). Neither NAB's files nor SMD's test split is read.
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
 detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies (on
-``nab`` also NAB's standard score of the detections, with NAB-like windows around the injected
-anomalies), so a default can be picked before any test figure is seen. ``--model-seeds 7,1,2``
+``nab`` and ``nab-long`` also NAB's standard score of the detections, with NAB-like windows around
+the injected anomalies), so a default can be picked before any test figure is seen. ``--model-seeds 7,1,2``
 trains each variant once per seed and prints the mean and standard deviation: a difference
 smaller than that spread is noise.
 
@@ -25,6 +31,7 @@ smaller than that spread is noise.
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 8 --incidents
     .venv/bin/python benchmarks/selection.py --dataset nab --root ../shared/datasets --variants default,cooldown-30
+    .venv/bin/python benchmarks/selection.py --dataset nab-long --root ../shared/datasets --variants default,seasonal-day
 """
 
 from __future__ import annotations
@@ -96,6 +103,12 @@ TELEMETRY_VARIANTS = {
     **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100)},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
+    # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
+    "seasonal-day": {"detector.seasonal_period_s": 86400},
+    "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
+    "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},
+    "seasonal-day-b96": {"detector.seasonal_period_s": 86400, "detector.seasonal_buckets": 96},
+    "seasonal-day-no-input-baseline": {"detector.seasonal_period_s": 86400, "detector.input_baseline": 0},
 }
 
 
@@ -211,6 +224,58 @@ def nab_validation(root: Path, seed: int) -> datasets.Dataset:
     return datasets.Dataset("nab-validation", ds.overrides, iter(out), len(out))
 
 
+def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets.Dataset:
+    """NAB-like long univariate streams carved from SMD's TRAINING split (no NAB file and no SMD
+    test row is read): per machine, its ``per_machine`` most variable metrics (a near-copy of one
+    already taken, correlation above 0.99, is skipped), as 5-minute means (NAB's usual interval:
+    ~4,700 rows, 16 days, most of them with a daily cycle). As in NAB, the first 15% (at most 750
+    rows) is the probationary period the model trains on; the whole stream is scored and
+    anomalies are injected after the probation: 1-3 per series, each a spike (1-5 rows), a level
+    shift or a noise burst (20-200 rows), a flat line, or a *contextual* one: 30-200 rows replaced by
+    the values of 12 hours earlier (each value normal for some time of day, not for this one)."""
+    base = root / "smd"
+    names = sorted(p.stem for p in (base / "train").glob("*.txt"))
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in names:
+        tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
+        n5 = len(tr) // 5 * 5
+        x = tr[:n5].reshape(-1, 5, tr.shape[1]).mean(axis=1)
+        taken: list[int] = []
+        for j in np.argsort(-x.std(axis=0), kind="stable"):
+            if len(taken) == per_machine:
+                break
+            if x[:, j].std() == 0 or any(abs(np.corrcoef(x[:, j], x[:, i])[0, 1]) > 0.99 for i in taken):
+                continue
+            taken.append(int(j))
+        for j in taken:
+            v = x[:, j].copy()
+            n, n_prob = len(v), datasets.nab_probation(len(v))
+            y = np.zeros(n, dtype=np.int8)
+            sd = v[:n_prob].std() + 1e-3
+            for _ in range(int(rng.integers(1, 4))):
+                kind = int(rng.integers(5))
+                length = int(rng.integers(1, 6)) if kind == 0 else int(rng.integers(20, 201))
+                lo = int(rng.integers(n_prob + 150, n - length - 1))
+                hi = lo + length
+                if kind == 0:
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(3, 6) * sd
+                elif kind == 1:
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(2, 4) * sd
+                elif kind == 2:
+                    v[lo:hi] += rng.normal(0, 2, size=length) * sd
+                elif kind == 3:
+                    v[lo:hi] = v[lo]
+                else:
+                    v[lo:hi] = v[lo - 144:hi - 144]
+                y[lo:hi] = 1
+            name = f"{m}/m{j:02d}"
+            docs = [{"series": name, "t": i * 300, "value": float(a)} for i, a in enumerate(v)]
+            recs = [Record(orjson.dumps(d), name, 0, i) for i, d in enumerate(docs)]
+            out.append(datasets.Series(name, recs[:n_prob], recs, y))
+    return datasets.Dataset("nab-long-validation", datasets.load_nab(root).overrides, iter(out), len(out))
+
+
 def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
     """NAB-like windows around the labelled ranges of a validation segment: each range widened on
     both sides by half of NAB's window width (10% of the rows over the number of anomalies),
@@ -232,8 +297,10 @@ def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
 
 
 def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[str], cats: list[str], *,
-                nab_scores: bool = False) -> dict[str, dict[str, float]]:
-    """Validation figures of one variant, per detector: each mean over the dataset's series."""
+                nab_scores: bool = False, probation: bool = False) -> dict[str, dict[str, float]]:
+    """Validation figures of one variant, per detector: each mean over the dataset's series.
+    ``probation``: each series' stream starts with its training rows (NAB's probationary period),
+    left out of every figure."""
     cfg = load_config(overrides={**ds.overrides, **overrides, "detector.alpha": 0.01}, environ={})
     figs: dict[str, dict[str, list[float]]] = {}
     nab_files: dict[str, list[nab.FileScores]] = {}
@@ -241,21 +308,25 @@ def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[
         cfg.model.dir = tmp
         for s in ds.series:
             res = evaluate_series(s, cfg, ["streamer", *peers], workdir=Path(tmp))
+            skip = len(s.train) if probation else 0
+            y = np.asarray(res.labels)[skip:]
             for det in ["streamer", *peers]:
                 f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
-                f["roc_auc"].append(metrics.roc_auc(res.labels, res.scores[det]))
-                normal = np.asarray(res.labels) == 0
+                score = res.scores[det][skip:]
+                f["roc_auc"].append(metrics.roc_auc(y, score))
+                normal = y == 0
                 if normal.any():  # alerts at alpha 0.01 on the validation rows not injected
-                    f["false_alarm_rate"].append(float(res.alerts[det][normal].mean()))
-                f["pr_auc"].append(metrics.pr_auc(res.labels, res.scores[det]))
+                    f["false_alarm_rate"].append(float(res.alerts[det][skip:][normal].mean()))
+                f["pr_auc"].append(metrics.pr_auc(y, score))
                 if cats:
-                    f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), res.scores[det]))
-                if nab_scores:  # NAB's scoring of the segments' detections (no probation: training is apart)
+                    f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), score))
+                if nab_scores:  # NAB's scoring of the detections (its probation only when the stream has one)
                     detected = res.detection_scores.get(det, res.unit_scores[det])
                     nab_files.setdefault(det, []).append(nab.FileScores(
                         s.name, np.arange(len(res.labels)), np.clip(detected, 0.0, 1.0), nab_style_windows(res.labels)))
     for det, files in nab_files.items():
-        figs[det]["nab_standard"] = [nab.score_corpus(files, nab.NAB_PROFILES["standard"], 0.0)["score_normalized"]]
+        scored = nab.score_corpus(files, nab.NAB_PROFILES["standard"], nab.DEFAULT_PROBATION_PERCENT if probation else 0.0)
+        figs[det]["nab_standard"] = [scored["score_normalized"]]
     return {det: {k: float(np.mean(v)) for k, v in f.items() if v} for det, f in figs.items()}
 
 
@@ -272,7 +343,7 @@ def _line(fig: dict[str, float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab"], required=True)
+    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab", "nab-long"], required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
@@ -286,7 +357,7 @@ def main() -> int:
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
     root = datasets.dataset_root(args.root)
-    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab") else {}))
+    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", "nab-long") else {}))
     if args.variants:
         variants = {k: variants[k] for k in args.variants.split(",")}
     peers = [p for p in args.peers.split(",") if p]
@@ -300,10 +371,13 @@ def main() -> int:
                 ds = nsl_validation(root, cats)
             elif args.dataset == "smd":
                 ds = smd_validation(root, args.machines, args.seed, incidents=args.incidents)
-            else:
+            elif args.dataset == "nab":
                 ds = nab_validation(root, args.seed)
+            else:
+                ds = nab_long_validation(root, args.seed)
             seeded = ov if seed is None else {**ov, "model.seed": seed}
-            runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset == "nab"))
+            runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset.startswith("nab"),
+                                    probation=args.dataset == "nab-long"))
         for det in runs[0]:
             key = name if det == "streamer" else f"{name}:{det}"
             results[key] = {k: float(np.mean([r[det][k] for r in runs])) for k in runs[0][det]}

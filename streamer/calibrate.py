@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "significance", "tail_scale"]
+__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "SeasonalBaseline", "significance",
+           "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -303,6 +304,41 @@ class InputBaseline(_PerEntity):
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q
+
+
+class SeasonalBaseline:
+    """An :class:`InputBaseline` per entity *and phase of a period*: a window's raw inputs against
+    its entity's inputs at the same time of day (of week, ...), so a value normal at noon but not at
+    midnight stands out, which a baseline over all recent values cannot see.
+
+    The period (``period_s`` seconds of event time) is cut into ``buckets`` equal phases; a window
+    belongs to the phase of its newest event's time. Each (entity, phase) pair has its own
+    exponential mean and variance over about ``horizon`` windows *of that phase*, started from the
+    training windows' mean and variance: until a phase has seen some windows it judges them by the
+    entity-wide prior, never more strictly. At most ``max_keys`` (entity, phase) pairs are kept (the
+    least recently seen are forgotten first and start again from the prior)."""
+
+    def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, period_s: float, buckets: int,
+                 horizon: int, max_keys: int = 1_000_000) -> None:
+        if not period_s > 0 or buckets < 1:
+            raise ValueError("seasonal baseline: period_s > 0 and buckets >= 1 are needed")
+        self.period_ms = float(period_s) * 1000.0
+        self.buckets = int(buckets)
+        self._base = InputBaseline(prior_mean, prior_var, horizon=horizon, max_entities=max_keys)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def phase(self, t_ms: np.ndarray) -> np.ndarray:
+        """Phase bucket (0 .. buckets-1) of each event time (epoch milliseconds)."""
+        frac = np.mod(np.asarray(t_ms, dtype=np.float64), self.period_ms) / self.period_ms
+        return np.minimum((frac * self.buckets).astype(np.int64), self.buckets - 1)
+
+    def update(self, entity: np.ndarray, t_ms: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Tail probabilities of a batch of raw windows (rows in stream order) against their
+        entity's same-phase baseline, which each then updates."""
+        keys = np.char.add(np.char.add(np.asarray(entity).astype(str), "\x1f"), self.phase(t_ms).astype(str))
+        return self._base.update(keys, x)
 
 
 class AlertCooldown(_PerEntity):

@@ -10,6 +10,7 @@ the named flags of each command). Every field carries its documentation in ``met
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -197,6 +198,16 @@ class DetectorConfig:
         "probability of the most extreme one (times their number) joins the alert decision as a geometric mean with "
         "the model's significance. 0: off.",
     )
+    seasonal_period_s: float = _f(
+        0.0,
+        "Seasonal input baseline: when > 0, the same raw features as the input baseline are also compared with "
+        "their entity's values at the same phase of this period of event time (86400: time of day; 604800: time of "
+        "week), each phase with its own exponential mean and variance over about `seasonal_horizon` windows, started "
+        "from the training windows'. Joins the alert decision like the input baseline (the smaller of the two tail "
+        "probabilities, doubled, when both are on). 0: off.",
+    )
+    seasonal_buckets: int = _f(24, "Seasonal baseline: phases the period is cut into (24 over a day: hours).")
+    seasonal_horizon: int = _f(30, "Seasonal baseline: windows of one phase its mean and variance average over.")
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -325,6 +336,12 @@ class StreamerConfig:
             raise ConfigError("detector.entity_baseline", "0 (off) or a number of windows >= 2", d.entity_baseline)
         if d.input_baseline < 0 or d.input_baseline == 1:
             raise ConfigError("detector.input_baseline", "0 (off) or a number of windows >= 2", d.input_baseline)
+        if d.seasonal_period_s < 0 or not math.isfinite(d.seasonal_period_s):
+            raise ConfigError("detector.seasonal_period_s", "0 (off) or a period in seconds", d.seasonal_period_s)
+        if not 1 <= d.seasonal_buckets <= 10_000:
+            raise ConfigError("detector.seasonal_buckets", "a number of phases from 1 to 10,000", d.seasonal_buckets)
+        if d.seasonal_horizon < 2:
+            raise ConfigError("detector.seasonal_horizon", "a number of windows >= 2", d.seasonal_horizon)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if d.entity_baseline_short < 1:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, significance
+from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import new_event_columns
@@ -75,25 +75,31 @@ class Detector:
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
-        self.input_baseline = None
-        if cfg.input_baseline:
+        self.input_baseline = self.seasonal = None
+        if cfg.input_baseline or cfg.seasonal_period_s:
             # each event's raw features once: the columns of the events new to each window
             self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
             mean, var = input_prior(model)
-            self.input_baseline = InputBaseline(mean[self.input_cols], var[self.input_cols],
-                                                horizon=cfg.input_baseline)
+            mean, var = mean[self.input_cols], var[self.input_cols]
+            if cfg.input_baseline:
+                self.input_baseline = InputBaseline(mean, var, horizon=cfg.input_baseline)
+            if cfg.seasonal_period_s:
+                self.seasonal = SeasonalBaseline(mean, var, period_s=cfg.seasonal_period_s,
+                                                 buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon)
         self.cooldown = AlertCooldown(cfg.alert_cooldown) if cfg.alert_cooldown else None
 
     @property
     def version(self) -> str:
         return self.model.version
 
-    def score(self, x_raw: np.ndarray, *, admit: bool = True, entity: np.ndarray | None = None) -> Scored:
+    def score(self, x_raw: np.ndarray, *, admit: bool = True, entity: np.ndarray | None = None,
+              t_ms: np.ndarray | None = None) -> Scored:
         """Score raw window features; admit the windows judged normal into the reservoir. With an
         entity baseline (input baseline) configured and ``entity`` given (one key per window, in
         stream order), each window's score (raw features) is also judged against its entity's
-        recent ones; with an alert cooldown, windows repeating an open incident of their entity do
-        not alert."""
+        recent ones, and with a seasonal baseline and ``t_ms`` (each window's newest event time)
+        against its entity's at the same phase of the period; with an alert cooldown, windows
+        repeating an open incident of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
@@ -109,6 +115,10 @@ class Detector:
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
         q_in = (self.input_baseline.update(entity, x_raw[:, self.input_cols])
                 if self.input_baseline is not None and entity is not None else None)
+        if self.seasonal is not None and entity is not None and t_ms is not None:
+            q_se = self.seasonal.update(entity, t_ms, x_raw[:, self.input_cols])
+            # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
+            q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         alert = self.calibrator.is_alert(sig)
         repeat = self.cooldown.update(entity, sig) if self.cooldown is not None and entity is not None else None

@@ -140,7 +140,8 @@ def evaluate_series(
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0
     if "streamer" in detectors:
         out.alerts["streamer"] = to_rows(alert.astype(float), 0.0).astype(bool)
-        if pipe.detector.baseline is not None or pipe.detector.input_baseline is not None:
+        if (pipe.detector.baseline is not None or pipe.detector.input_baseline is not None
+                or pipe.detector.seasonal is not None):
             # With an entity or input baseline the detector decides on the p-value combined with
             # their tail probabilities (Scored.significance); that is its ranking too, as a
             # surprise in [0, 1) that does not saturate in floating point (see _surprise).

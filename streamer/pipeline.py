@@ -129,7 +129,7 @@ class Pipeline:
             bad = ~np.isfinite(windows.x).all(axis=1)
             log.warning("dropping %d windows with non-finite aggregates", int(bad.sum()))
             windows = windows.take(np.nonzero(~bad)[0])
-        scored = self.detector.score(windows.x, entity=windows.entity)
+        scored = self.detector.score(windows.x, entity=windows.entity, t_ms=windows.end_ms)
         if self.recent.capacity:
             keep = (scored.p_value >= self.detector_cfg.admit_p) & np.isfinite(scored.knn)
             if keep.any():

@@ -141,7 +141,7 @@ def test_shifted_data_alerts_much_more():
 
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
-from streamer.calibrate import AlertCooldown, EntityBaseline, InputBaseline, significance  # noqa: E402
+from streamer.calibrate import AlertCooldown, EntityBaseline, InputBaseline, SeasonalBaseline, significance  # noqa: E402
 
 
 def _stream(rng, n, level=1.0):
@@ -277,6 +277,56 @@ def test_input_baseline_floor_and_bad_input():
                 dict(prior_mean=[0.0, 1.0], prior_var=[1.0], horizon=5), dict(prior_mean=[np.nan], prior_var=[1.0], horizon=5)]:
         with pytest.raises(ValueError):
             InputBaseline(**bad)
+
+
+def test_seasonal_baseline_phases_and_hand_computed():
+    b = SeasonalBaseline(np.array([10.0]), np.array([4.0]), period_s=100, buckets=4, horizon=3)
+    # 100 s in 4 phases of 25 s; the period wraps
+    np.testing.assert_array_equal(b.phase(np.array([0, 24_999, 25_000, 99_999, 100_000, 180_000])), [0, 0, 1, 3, 0, 3])
+    ent = np.array(["a", "a", "a"], dtype=object)
+    q = b.update(ent, np.array([0, 25_000, 100_000]), np.array([[16.0], [16.0], [13.0]]))
+    # phases 0 and 1 each start from the prior: z = (16 - 10) / 2 = 3 for both first windows
+    assert q[0] == q[1] == pytest.approx(math.erfc(3 / math.sqrt(2)))
+    # phase 0 again (next period): its mean moved halfway to 16 (weight 2 / (3 + 1)): 13, a z of 0
+    assert q[2] == 1.0
+    assert len(b) == 2
+
+
+def test_seasonal_baseline_sees_a_value_normal_at_another_time_of_day():
+    """A day/night level (10 by day, 0 by night): a 10 at night is a contextual anomaly that a
+    baseline over all recent values cannot tell from the daytime 10s."""
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 20 * 86_400, 600) * 1000  # 20 days, a value every 10 minutes
+    day = ((t // 1000) % 86_400) < 43_200
+    x = (10.0 * day + rng.normal(0, 0.5, len(t)))[:, None]
+    ent = np.full(len(t), "s", dtype=object)
+    prior = (np.array([5.0]), np.array([25.0]))
+    seasonal = SeasonalBaseline(*prior, period_s=86_400, buckets=24, horizon=30)
+    plain = InputBaseline(*prior, horizon=1000)
+    q_season = seasonal.update(ent, t, x)
+    plain.update(ent, x)
+    late = slice(len(t) // 2, None)  # once a week of each hour is learned, a normal day rarely surprises
+    assert (q_season[late] < 0.01).mean() < 0.02
+    night = np.array([(20 * 86_400 + 50_000) * 1000])  # the next day, at night (~13:53 UTC: phase 13 of 24)
+    assert seasonal.update(np.array(["s"], dtype=object), night, np.array([[10.0]]))[0] < 1e-6
+    assert plain.update(np.array(["s"], dtype=object), np.array([[10.0]]))[0] > 0.1
+
+
+def test_seasonal_baseline_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(2)
+    ent = rng.choice(np.array(["a", "b"], dtype=object), size=500)
+    t = np.sort(rng.integers(0, 10 * 3_600_000, size=500))
+    x = rng.normal(size=(500, 2)) + (ent == "b")[:, None] * 3.0
+    make = lambda: SeasonalBaseline(np.zeros(2), np.ones(2), period_s=3600, buckets=6, horizon=20)  # noqa: E731
+    whole = make().update(ent, t, x)
+    split = make()
+    parts = np.concatenate([split.update(ent[lo:lo + 41], t[lo:lo + 41], x[lo:lo + 41]) for lo in range(0, 500, 41)])
+    np.testing.assert_allclose(parts, whole)
+    assert len(split) == 12  # 2 entities x 6 phases
+    for bad in [dict(period_s=0, buckets=4, horizon=5), dict(period_s=60, buckets=0, horizon=5),
+                dict(period_s=60, buckets=4, horizon=1)]:
+        with pytest.raises(ValueError):
+            SeasonalBaseline(np.zeros(1), np.ones(1), **bad)
 
 
 def test_alert_cooldown_hand_computed():

@@ -228,6 +228,21 @@ def test_input_baseline_joins_the_decision_and_the_alert_record(model, trained_m
     assert len(pipe.detector.input_baseline) == len(set(entities))
 
 
+def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, trained_model, flows, clean_run):
+    base = trained_model["cfg"].detector
+    cfg = dataclasses.replace(base, input_baseline=100, seasonal_period_s=60.0, seasonal_buckets=6)
+    pipe, results, (p, q_both, sig, flags, entities) = scored_columns(model, cfg, flows, "input_p")
+    np.testing.assert_array_equal(p, clean_run["p"])
+    # the input baseline alone, to take apart what the seasonal one added
+    _, _, (_, q_in, _, _, _) = scored_columns(model, dataclasses.replace(base, input_baseline=100), flows, "input_p")
+    assert ((q_both > 0) & (q_both <= 1)).all()
+    assert (q_both <= np.minimum(1.0, 2 * q_in) + 1e-12).all() and (q_both != np.minimum(1.0, 2 * q_in)).any()
+    np.testing.assert_allclose(sig, np.sqrt(p * q_both))
+    np.testing.assert_array_equal(flags, sig < cfg.alpha)
+    # one state per entity and phase of the minute the windows' event times fell in
+    assert len(set(entities)) < len(pipe.detector.seasonal) <= 6 * len(set(entities))
+
+
 def test_input_baseline_prior_from_the_model_or_its_card(model):
     from streamer.detector import input_prior
 
