@@ -109,6 +109,8 @@ TELEMETRY_VARIANTS = {
     "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},
     "seasonal-day-b96": {"detector.seasonal_period_s": 86400, "detector.seasonal_buckets": 96},
     "seasonal-day-no-input-baseline": {"detector.seasonal_period_s": 86400, "detector.input_baseline": 0},
+    "seasonal-day-input-baseline-3000": {"detector.seasonal_period_s": 86400, "detector.input_baseline": 3000},
+    "no-seasonal-input-baseline-3000": {"detector.seasonal_period_s": 0, "detector.input_baseline": 3000},
 }
 
 

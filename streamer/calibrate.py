@@ -306,28 +306,37 @@ class InputBaseline(_PerEntity):
         return q
 
 
-class SeasonalBaseline:
-    """An :class:`InputBaseline` per entity *and phase of a period*: a window's raw inputs against
-    its entity's inputs at the same time of day (of week, ...), so a value normal at noon but not at
-    midnight stands out, which a baseline over all recent values cannot see.
+class SeasonalBaseline(_PerEntity):
+    """A window's raw inputs against its entity's inputs *at the same phase of a period* (time of
+    day, of week, ...): a value normal at noon but not at midnight stands out, which a baseline
+    over all recent values cannot see.
 
     The period (``period_s`` seconds of event time) is cut into ``buckets`` equal phases; a window
-    belongs to the phase of its newest event's time. Each (entity, phase) pair has its own
-    exponential mean and variance over about ``horizon`` windows *of that phase*, started from the
-    training windows' mean and variance: until a phase has seen some windows it judges them by the
-    entity-wide prior, never more strictly. At most ``max_keys`` (entity, phase) pairs are kept (the
-    least recently seen are forgotten first and start again from the prior)."""
+    belongs to the phase of its newest event's time. Each (entity, phase) pair keeps an exponential
+    mean of each feature over about ``horizon`` windows of that phase; the spread around those
+    means is pooled over all phases of the entity (an exponential mean of the squared deviations
+    over about ``horizon * buckets`` windows): a phase sees few windows a day, too few to estimate a
+    spread of its own without many false alarms on a noisy series. Both start from the training
+    windows' mean and variance (the variance with the daily cycle in it: permissive until the
+    entity's own deviations have been seen). A window's tail probability is, as in
+    :class:`InputBaseline`, the two-sided normal tail of its most extreme feature's z-score, times
+    the number of features, taken before the window updates its entity, with the same variance
+    floor. At most ``max_entities`` entities (and ``buckets`` times as many phases) are kept; the
+    least recently seen are forgotten first."""
 
     def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, period_s: float, buckets: int,
-                 horizon: int, max_keys: int = 1_000_000) -> None:
+                 horizon: int, floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
         if not period_s > 0 or buckets < 1:
             raise ValueError("seasonal baseline: period_s > 0 and buckets >= 1 are needed")
+        check = InputBaseline(prior_mean, prior_var, horizon=horizon, floor_share=floor_share,
+                              max_entities=max_entities)  # the same checks of the prior and bounds
+        self.n_features, self.var_floor = check.n_features, check.var_floor
         self.period_ms = float(period_s) * 1000.0
         self.buckets = int(buckets)
-        self._base = InputBaseline(prior_mean, prior_var, horizon=horizon, max_entities=max_keys)
-
-    def __len__(self) -> int:
-        return len(self._base)
+        self.b = 2.0 / (horizon + 1.0)
+        self.b_var = 2.0 / (horizon * buckets + 1.0)
+        self._rows = _EntityRows(np.asarray(prior_var, dtype=np.float64), max_entities)  # pooled variances
+        self._means = _EntityRows(np.asarray(prior_mean, dtype=np.float64), max_entities * self.buckets)
 
     def phase(self, t_ms: np.ndarray) -> np.ndarray:
         """Phase bucket (0 .. buckets-1) of each event time (epoch milliseconds)."""
@@ -336,9 +345,30 @@ class SeasonalBaseline:
 
     def update(self, entity: np.ndarray, t_ms: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order) against their
-        entity's same-phase baseline, which each then updates."""
-        keys = np.char.add(np.char.add(np.asarray(entity).astype(str), "\x1f"), self.phase(t_ms).astype(str))
-        return self._base.update(keys, x)
+        entity's same-phase means and pooled spread, which each then updates. A non-finite value
+        counts as its phase's mean."""
+        x = np.asarray(x, dtype=np.float64)
+        n, f = x.shape if x.ndim == 2 else (len(x), -1)
+        if f != self.n_features:
+            raise ValueError(f"seasonal baseline: expected {self.n_features} features, got shape {x.shape}")
+        q = np.ones(n)
+        if n == 0:
+            return q
+        ent = np.asarray(entity).astype(str)
+        keys, inv = np.unique(np.char.add(np.char.add(ent, "\x1f"), self.phase(t_ms).astype(str)),
+                              return_inverse=True)
+        m_slot = self._means.rows(keys.tolist())[inv]
+        means = self._means.state
+        # one window per entity per step: its phase's mean and its entity's spread, updated in order
+        for rows, s in self._rows.by_rank(ent):
+            st, ms = self._rows.state, m_slot[rows]
+            mean, var = means[ms], st[s]
+            d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
+            z = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
+            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
+            means[ms] = mean + self.b * d
+            st[s] = var + self.b_var * (d * d - var)
+        return q
 
 
 class AlertCooldown(_PerEntity):

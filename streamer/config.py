@@ -202,12 +202,13 @@ class DetectorConfig:
         0.0,
         "Seasonal input baseline: when > 0, the same raw features as the input baseline are also compared with "
         "their entity's values at the same phase of this period of event time (86400: time of day; 604800: time of "
-        "week), each phase with its own exponential mean and variance over about `seasonal_horizon` windows, started "
-        "from the training windows'. Joins the alert decision like the input baseline (the smaller of the two tail "
-        "probabilities, doubled, when both are on). 0: off.",
+        "week): each phase has its own exponential mean over about `seasonal_horizon` windows, the spread around "
+        "them is pooled over the entity's phases; both start from the training windows'. Joins the alert decision "
+        "like the input baseline (the smaller of the two tail probabilities, doubled, when both are on). 0: off.",
     )
     seasonal_buckets: int = _f(24, "Seasonal baseline: phases the period is cut into (24 over a day: hours).")
-    seasonal_horizon: int = _f(30, "Seasonal baseline: windows of one phase its mean and variance average over.")
+    seasonal_horizon: int = _f(30, "Seasonal baseline: windows of one phase its means average over (the pooled spread: this many times "
+        "`seasonal_buckets`).")
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "

@@ -285,11 +285,17 @@ def test_seasonal_baseline_phases_and_hand_computed():
     np.testing.assert_array_equal(b.phase(np.array([0, 24_999, 25_000, 99_999, 100_000, 180_000])), [0, 0, 1, 3, 0, 3])
     ent = np.array(["a", "a", "a"], dtype=object)
     q = b.update(ent, np.array([0, 25_000, 100_000]), np.array([[16.0], [16.0], [13.0]]))
-    # phases 0 and 1 each start from the prior: z = (16 - 10) / 2 = 3 for both first windows
-    assert q[0] == q[1] == pytest.approx(math.erfc(3 / math.sqrt(2)))
-    # phase 0 again (next period): its mean moved halfway to 16 (weight 2 / (3 + 1)): 13, a z of 0
+    # phase 0 from the prior: z = (16 - 10) / 2 = 3; its mean moves halfway (2 / (3 + 1)) to 13,
+    # the pooled variance by 2 / (3 * 4 + 1) towards 36: 4 + 2/13 * 32 = 116/13
+    assert q[0] == pytest.approx(math.erfc(3 / math.sqrt(2)))
+    # phase 1: its own mean (still the prior's 10), the pooled, wider, spread
+    assert q[1] == pytest.approx(math.erfc(6 / math.sqrt(116 / 13) / math.sqrt(2)))
+    # phase 0 again (next period): on its mean, 13
     assert q[2] == 1.0
-    assert len(b) == 2
+    var = 116 / 13 + 2 / 13 * (36 - 116 / 13)
+    var = var + 2 / 13 * (0 - var)
+    np.testing.assert_allclose(b._rows.state[0], [var])
+    assert len(b) == 1 and len(b._means.slot) == 2  # one entity, two phases seen
 
 
 def test_seasonal_baseline_sees_a_value_normal_at_another_time_of_day():
@@ -322,7 +328,9 @@ def test_seasonal_baseline_keeps_entities_apart_and_batches_do_not_matter():
     split = make()
     parts = np.concatenate([split.update(ent[lo:lo + 41], t[lo:lo + 41], x[lo:lo + 41]) for lo in range(0, 500, 41)])
     np.testing.assert_allclose(parts, whole)
-    assert len(split) == 12  # 2 entities x 6 phases
+    assert len(split) == 2 and len(split._means.slot) == 12  # 2 entities x 6 phases
+    with pytest.raises(ValueError, match="expected 2 features"):
+        split.update(ent[:1], t[:1], x[:1, :1])
     for bad in [dict(period_s=0, buckets=4, horizon=5), dict(period_s=60, buckets=0, horizon=5),
                 dict(period_s=60, buckets=4, horizon=1)]:
         with pytest.raises(ValueError):

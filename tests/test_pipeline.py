@@ -239,8 +239,9 @@ def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, traine
     assert (q_both <= np.minimum(1.0, 2 * q_in) + 1e-12).all() and (q_both != np.minimum(1.0, 2 * q_in)).any()
     np.testing.assert_allclose(sig, np.sqrt(p * q_both))
     np.testing.assert_array_equal(flags, sig < cfg.alpha)
-    # one state per entity and phase of the minute the windows' event times fell in
-    assert len(set(entities)) < len(pipe.detector.seasonal) <= 6 * len(set(entities))
+    # a spread per entity, a mean per entity and phase of the minute the windows' event times fell in
+    assert len(pipe.detector.seasonal) == len(set(entities))
+    assert len(set(entities)) < len(pipe.detector.seasonal._means.slot) <= 6 * len(set(entities))
 
 
 def test_input_baseline_prior_from_the_model_or_its_card(model):
