@@ -255,6 +255,20 @@ class EntityBaseline(_PerEntity):
         return q
 
 
+def _input_prior(who: str, prior_mean: np.ndarray, prior_var: np.ndarray, *, horizon: int, floor_share: float,
+                 max_entities: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked prior mean and variance of raw features, and their variance floor (``floor_share``
+    times the training variance, or for a feature constant in training times ``max(mean^2, 1)``)."""
+    prior_mean = np.asarray(prior_mean, dtype=np.float64)
+    prior_var = np.asarray(prior_var, dtype=np.float64)
+    if (prior_mean.ndim != 1 or prior_mean.shape != prior_var.shape or not len(prior_mean)
+            or not np.isfinite(prior_mean).all() or not np.isfinite(prior_var).all() or (prior_var < 0).any()):
+        raise ValueError(f"{who}: prior mean and variance must be finite vectors of one length, variances >= 0")
+    if horizon < 2 or floor_share <= 0 or max_entities < 1:
+        raise ValueError(f"{who}: horizon >= 2, floor_share > 0 and max_entities >= 1 are needed")
+    return prior_mean, prior_var, floor_share * np.where(prior_var > 0, prior_var, np.maximum(prior_mean**2, 1.0))
+
+
 class InputBaseline(_PerEntity):
     """Per-entity running mean and variance of each raw window feature: how far a window's
     *inputs* are from its entity's recent inputs, whatever the model makes of them.
@@ -272,17 +286,10 @@ class InputBaseline(_PerEntity):
 
     def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, horizon: int,
                  floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
-        prior_mean = np.asarray(prior_mean, dtype=np.float64)
-        prior_var = np.asarray(prior_var, dtype=np.float64)
-        if (prior_mean.ndim != 1 or prior_mean.shape != prior_var.shape or not len(prior_mean)
-                or not np.isfinite(prior_mean).all() or not np.isfinite(prior_var).all() or (prior_var < 0).any()):
-            raise ValueError("input baseline: prior mean and variance must be finite vectors of one length, "
-                             "variances >= 0")
-        if horizon < 2 or floor_share <= 0 or max_entities < 1:
-            raise ValueError("input baseline: horizon >= 2, floor_share > 0 and max_entities >= 1 are needed")
+        prior_mean, prior_var, self.var_floor = _input_prior(
+            "input baseline", prior_mean, prior_var, horizon=horizon, floor_share=floor_share, max_entities=max_entities)
         self.n_features = len(prior_mean)
         self.b = 2.0 / (horizon + 1.0)
-        self.var_floor = floor_share * np.where(prior_var > 0, prior_var, np.maximum(prior_mean**2, 1.0))
         # per entity: F means then F variances
         self._rows = _EntityRows(np.r_[prior_mean, prior_var], max_entities)
 
@@ -318,25 +325,29 @@ class SeasonalBaseline(_PerEntity):
     over about ``horizon * buckets`` windows): a phase sees few windows a day, too few to estimate a
     spread of its own without many false alarms on a noisy series. Both start from the training
     windows' mean and variance (the variance with the daily cycle in it: permissive until the
-    entity's own deviations have been seen). A window's tail probability is, as in
+    entity's own deviations have been seen). An anomaly moves its phase's mean like any window,
+    so a spike can echo as a false alarm at the same phase one period later; with ``clip`` > 0 both
+    learn from deviations clipped at that many spreads instead, which stops the echo but also
+    slows the learning of a lasting change. A window's tail probability is, as in
     :class:`InputBaseline`, the two-sided normal tail of its most extreme feature's z-score, times
     the number of features, taken before the window updates its entity, with the same variance
     floor. At most ``max_entities`` entities (and ``buckets`` times as many phases) are kept; the
     least recently seen are forgotten first."""
 
     def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, period_s: float, buckets: int,
-                 horizon: int, floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
-        if not period_s > 0 or buckets < 1:
-            raise ValueError("seasonal baseline: period_s > 0 and buckets >= 1 are needed")
-        check = InputBaseline(prior_mean, prior_var, horizon=horizon, floor_share=floor_share,
-                              max_entities=max_entities)  # the same checks of the prior and bounds
-        self.n_features, self.var_floor = check.n_features, check.var_floor
+                 horizon: int, clip: float = 0.0, floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
+        if not period_s > 0 or buckets < 1 or not clip >= 0:
+            raise ValueError("seasonal baseline: period_s > 0, buckets >= 1 and clip >= 0 are needed")
+        self.clip = float(clip)
+        prior_mean, prior_var, self.var_floor = _input_prior(
+            "seasonal baseline", prior_mean, prior_var, horizon=horizon, floor_share=floor_share, max_entities=max_entities)
+        self.n_features = len(prior_mean)
         self.period_ms = float(period_s) * 1000.0
         self.buckets = int(buckets)
         self.b = 2.0 / (horizon + 1.0)
         self.b_var = 2.0 / (horizon * buckets + 1.0)
-        self._rows = _EntityRows(np.asarray(prior_var, dtype=np.float64), max_entities)  # pooled variances
-        self._means = _EntityRows(np.asarray(prior_mean, dtype=np.float64), max_entities * self.buckets)
+        self._rows = _EntityRows(prior_var, max_entities)  # per entity: the pooled variances
+        self._means = _EntityRows(prior_mean, max_entities * self.buckets)  # per entity and phase: means
 
     def phase(self, t_ms: np.ndarray) -> np.ndarray:
         """Phase bucket (0 .. buckets-1) of each event time (epoch milliseconds)."""
@@ -364,8 +375,10 @@ class SeasonalBaseline(_PerEntity):
             st, ms = self._rows.state, m_slot[rows]
             mean, var = means[ms], st[s]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
-            z = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
-            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
+            sd = np.sqrt(np.maximum(var, self.var_floor))
+            q[rows] = np.clip(f * 2.0 * _normal_upper_tail((np.abs(d) / sd).max(axis=1)), _P_FLOOR, 1.0)
+            if self.clip:  # a spike then barely moves its phase's mean: no echo a period later
+                d = np.clip(d, -self.clip * sd, self.clip * sd)
             means[ms] = mean + self.b * d
             st[s] = var + self.b_var * (d * d - var)
         return q

@@ -207,8 +207,16 @@ class DetectorConfig:
         "like the input baseline (the smaller of the two tail probabilities, doubled, when both are on). 0: off.",
     )
     seasonal_buckets: int = _f(24, "Seasonal baseline: phases the period is cut into (24 over a day: hours).")
-    seasonal_horizon: int = _f(30, "Seasonal baseline: windows of one phase its means average over (the pooled spread: this many times "
-        "`seasonal_buckets`).")
+    seasonal_horizon: int = _f(
+        30, "Seasonal baseline: windows of one phase its means average over (the pooled spread: this many times "
+        "`seasonal_buckets`)."
+    )
+    seasonal_clip: float = _f(
+        0.0,
+        "Seasonal baseline: when > 0, it learns from deviations clipped at this many spreads, so a spike does not "
+        "echo as a false alarm at the same phase one period later; it then also learns a lasting change more slowly "
+        "(NAB: far more false alarms, see README). 0: unclipped.",
+    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -341,6 +349,8 @@ class StreamerConfig:
             raise ConfigError("detector.seasonal_period_s", "0 (off) or a period in seconds", d.seasonal_period_s)
         if not 1 <= d.seasonal_buckets <= 10_000:
             raise ConfigError("detector.seasonal_buckets", "a number of phases from 1 to 10,000", d.seasonal_buckets)
+        if d.seasonal_clip < 0 or not math.isfinite(d.seasonal_clip):
+            raise ConfigError("detector.seasonal_clip", "0 (unclipped) or a number of spreads", d.seasonal_clip)
         if d.seasonal_horizon < 2:
             raise ConfigError("detector.seasonal_horizon", "a number of windows >= 2", d.seasonal_horizon)
         if not 0 <= d.alert_cooldown <= 10_000:

@@ -85,7 +85,8 @@ class Detector:
                 self.input_baseline = InputBaseline(mean, var, horizon=cfg.input_baseline)
             if cfg.seasonal_period_s:
                 self.seasonal = SeasonalBaseline(mean, var, period_s=cfg.seasonal_period_s,
-                                                 buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon)
+                                                 buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon,
+                                                 clip=cfg.seasonal_clip)
         self.cooldown = AlertCooldown(cfg.alert_cooldown) if cfg.alert_cooldown else None
 
     @property

@@ -318,6 +318,25 @@ def test_seasonal_baseline_sees_a_value_normal_at_another_time_of_day():
     assert plain.update(np.array(["s"], dtype=object), np.array([[10.0]]))[0] > 0.1
 
 
+@pytest.mark.parametrize("clip", [0.0, 3.0])
+def test_seasonal_baseline_a_spike_echoes_a_period_later_unless_clipped(clip):
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 6 * 86_400, 300) * 1000  # 6 days, a value every 5 minutes
+    x = (np.sin(2 * np.pi * (t / 1000) / 86_400) + rng.normal(0, 0.05, len(t)))[:, None]
+    spike = (t >= 4 * 86_400_000 + 3 * 3_600_000) & (t < 4 * 86_400_000 + 3 * 3_600_000 + 3_000_000)
+    x[spike] += 5.0  # 10 rows at 03:00 on day 5
+    b = SeasonalBaseline(np.array([0.0]), np.array([0.5]), period_s=86_400, buckets=24, horizon=30, clip=clip)
+    q = b.update(np.full(len(t), "s", dtype=object), t, x)
+    assert q[spike][0] < 1e-20
+    # the next day at 03:00 is normal again: unclipped, the spike taught 03:00 a higher mean and
+    # the normal values look low (the echo, README Limitations); clipped, they are judged normal
+    next_day = np.flatnonzero(spike) + 288
+    if clip:
+        assert (q[next_day] > 1e-3).all()
+    else:
+        assert (q[next_day] < 1e-3).any()
+
+
 def test_seasonal_baseline_keeps_entities_apart_and_batches_do_not_matter():
     rng = np.random.default_rng(2)
     ent = rng.choice(np.array(["a", "b"], dtype=object), size=500)
@@ -332,7 +351,7 @@ def test_seasonal_baseline_keeps_entities_apart_and_batches_do_not_matter():
     with pytest.raises(ValueError, match="expected 2 features"):
         split.update(ent[:1], t[:1], x[:1, :1])
     for bad in [dict(period_s=0, buckets=4, horizon=5), dict(period_s=60, buckets=0, horizon=5),
-                dict(period_s=60, buckets=4, horizon=1)]:
+                dict(period_s=60, buckets=4, horizon=1), dict(period_s=60, buckets=4, horizon=5, clip=-1)]:
         with pytest.raises(ValueError):
             SeasonalBaseline(np.zeros(1), np.ones(1), **bad)
 

@@ -275,6 +275,7 @@ def test_bad_hop():
         ({"detector.seasonal_period_s": -1}, "detector.seasonal_period_s"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),
+        ({"detector.seasonal_clip": -1}, "detector.seasonal_clip"),
         ({"detector.k": 50, "detector.reservoir_size": 10}, "detector.reservoir_size"),
         ({"model.validation_split": 0.95}, "model.validation_split"),
         ({"model.hidden": "8,0"}, "model.hidden"),
