@@ -233,7 +233,7 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets
     ~4,700 rows, 16 days, most of them with a daily cycle). As in NAB, the first 15% (at most 750
     rows) is the probationary period the model trains on; the whole stream is scored and
     anomalies are injected after the probation: 1-3 per series, each a spike (1-5 rows), a level
-    shift or a noise burst (20-200 rows), a flat line, or a *contextual* one: 30-200 rows replaced by
+    shift, a noise burst or a flat line (20-200 rows), or a *contextual* one: 20-200 rows replaced by
     the values of 12 hours earlier (each value normal for some time of day, not for this one)."""
     base = root / "smd"
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))
