@@ -269,6 +269,21 @@ def _input_prior(who: str, prior_mean: np.ndarray, prior_var: np.ndarray, *, hor
     return prior_mean, prior_var, floor_share * np.where(prior_var > 0, prior_var, np.maximum(prior_mean**2, 1.0))
 
 
+def _raw_windows(who: str, x: np.ndarray, n_features: int) -> np.ndarray:
+    """A batch of raw windows as float rows of ``n_features`` values, or a clear error."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(f"{who}: expected {n_features} features, got shape {x.shape}")
+    return x
+
+
+def _max_z_tail(z: np.ndarray) -> np.ndarray:
+    """Tail probability of each row's most extreme |z| (two-sided normal), times the number of
+    features (Bonferroni), floored like the calibrated p-values (the far tail underflows to 0 past
+    z ~ 38) and capped at 1."""
+    return np.clip(z.shape[1] * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
+
+
 class InputBaseline(_PerEntity):
     """Per-entity running mean and variance of each raw window feature: how far a window's
     *inputs* are from its entity's recent inputs, whatever the model makes of them.
@@ -286,8 +301,8 @@ class InputBaseline(_PerEntity):
 
     def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, *, horizon: int,
                  floor_share: float = 1e-2, max_entities: int = 200_000) -> None:
-        prior_mean, prior_var, self.var_floor = _input_prior(
-            "input baseline", prior_mean, prior_var, horizon=horizon, floor_share=floor_share, max_entities=max_entities)
+        prior_mean, prior_var, self.var_floor = _input_prior("input baseline", prior_mean, prior_var, horizon=horizon,
+                                                             floor_share=floor_share, max_entities=max_entities)
         self.n_features = len(prior_mean)
         self.b = 2.0 / (horizon + 1.0)
         # per entity: F means then F variances
@@ -296,18 +311,14 @@ class InputBaseline(_PerEntity):
     def update(self, entity: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order), updating each
         entity's running statistics. A non-finite value counts as its entity's mean."""
-        x = np.asarray(x, dtype=np.float64)
-        n, f = x.shape if x.ndim == 2 else (len(x), -1)
-        if f != self.n_features:
-            raise ValueError(f"input baseline: expected {self.n_features} features, got shape {x.shape}")
-        q = np.ones(n)
+        x = _raw_windows("input baseline", x, self.n_features)
+        f = self.n_features
+        q = np.ones(len(x))
         for rows, s in self._rows.by_rank(entity):
             st = self._rows.state
             mean, var = st[s, :f], st[s, f:]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
-            z = np.abs(d) / np.sqrt(np.maximum(var, self.var_floor))
-            # floored like the calibrated p-values: the far tail underflows to 0 past z ~ 38
-            q[rows] = np.clip(f * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
+            q[rows] = _max_z_tail(np.abs(d) / np.sqrt(np.maximum(var, self.var_floor)))
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q
@@ -339,8 +350,9 @@ class SeasonalBaseline(_PerEntity):
         if not period_s > 0 or buckets < 1 or not clip >= 0:
             raise ValueError("seasonal baseline: period_s > 0, buckets >= 1 and clip >= 0 are needed")
         self.clip = float(clip)
-        prior_mean, prior_var, self.var_floor = _input_prior(
-            "seasonal baseline", prior_mean, prior_var, horizon=horizon, floor_share=floor_share, max_entities=max_entities)
+        prior_mean, prior_var, self.var_floor = _input_prior("seasonal baseline", prior_mean, prior_var,
+                                                             horizon=horizon, floor_share=floor_share,
+                                                             max_entities=max_entities)
         self.n_features = len(prior_mean)
         self.period_ms = float(period_s) * 1000.0
         self.buckets = int(buckets)
@@ -358,12 +370,9 @@ class SeasonalBaseline(_PerEntity):
         """Tail probabilities of a batch of raw windows (rows in stream order) against their
         entity's same-phase means and pooled spread, which each then updates. A non-finite value
         counts as its phase's mean."""
-        x = np.asarray(x, dtype=np.float64)
-        n, f = x.shape if x.ndim == 2 else (len(x), -1)
-        if f != self.n_features:
-            raise ValueError(f"seasonal baseline: expected {self.n_features} features, got shape {x.shape}")
-        q = np.ones(n)
-        if n == 0:
+        x = _raw_windows("seasonal baseline", x, self.n_features)
+        q = np.ones(len(x))
+        if len(x) == 0:
             return q
         ent = np.asarray(entity).astype(str)
         keys, inv = np.unique(np.char.add(np.char.add(ent, "\x1f"), self.phase(t_ms).astype(str)),
@@ -376,7 +385,7 @@ class SeasonalBaseline(_PerEntity):
             mean, var = means[ms], st[s]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
             sd = np.sqrt(np.maximum(var, self.var_floor))
-            q[rows] = np.clip(f * 2.0 * _normal_upper_tail((np.abs(d) / sd).max(axis=1)), _P_FLOOR, 1.0)
+            q[rows] = _max_z_tail(np.abs(d) / sd)
             if self.clip:  # a spike then barely moves its phase's mean: no echo a period later
                 d = np.clip(d, -self.clip * sd, self.clip * sd)
             means[ms] = mean + self.b * d

@@ -114,10 +114,15 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        q_in = (self.input_baseline.update(entity, x_raw[:, self.input_cols])
-                if self.input_baseline is not None and entity is not None else None)
-        if self.seasonal is not None and entity is not None and t_ms is not None:
-            q_se = self.seasonal.update(entity, t_ms, x_raw[:, self.input_cols])
+        # the raw features the input baselines judge, taken once (baselines define __len__: test for None)
+        x_in = None
+        if entity is not None and (self.input_baseline is not None or self.seasonal is not None):
+            x_in = x_raw[:, self.input_cols]
+        q_in = None
+        if self.input_baseline is not None and x_in is not None:
+            q_in = self.input_baseline.update(entity, x_in)
+        if self.seasonal is not None and x_in is not None and t_ms is not None:
+            q_se = self.seasonal.update(entity, t_ms, x_in)
             # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
             q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
