@@ -355,6 +355,8 @@ def _evaluate(p: _Prepared, threshold: float) -> dict[str, float | int]:
         raw += float(np.sum(p.weight[hit][first] + p.fn_weight))
     return {
         "raw": raw,
+        "windows_detected": int(len(np.unique(p.window[hit]))),
+        "scorable_windows": p.n_scorable_windows,
         "tp": int(np.count_nonzero(hit)),
         "fp": int(np.count_nonzero(fp_rows)),
         "fn": int(np.count_nonzero(~det & in_win)),
@@ -443,9 +445,11 @@ def score_corpus(
     -------
     dict
         ``score_normalized`` (null detector 0, perfect 100), ``threshold`` (the optimised one; 1.1
-        means no detection), ``raw``, ``null`` and ``perfect`` raw scores, and row counts ``tp``,
-        ``fp``, ``fn``, ``tn`` over scorable rows at that threshold (NAB's counts: every detected
-        row in a window is a ``tp``, every missed one an ``fn``).
+        means no detection), ``raw``, ``null`` and ``perfect`` raw scores, ``windows_detected``
+        (windows with at least one detection, of the ``scorable_windows`` outside the probationary
+        periods), and row counts ``tp``, ``fp``, ``fn``, ``tn`` over scorable rows at that threshold (NAB's counts: every detected row in a window
+        is a ``tp``, every missed one an ``fn``; every ``fp`` row costs the profile's false-positive
+        weight).
     """
     p = _prepare(files, profile, probation_percent)
     thresholds, raw = _sweep_prepared(p)

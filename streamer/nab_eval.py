@@ -21,7 +21,11 @@ _KEYS = {"standard": "nab_standard", "reward_low_FP_rate": "nab_low_fp", "reward
 
 
 def nab_figures(ds: Dataset, result: DatasetResult, detectors: Sequence[str], *, results_dir: str | None = None) -> None:
-    """Add ``nab_standard``, ``nab_low_fp`` and ``nab_low_fn`` to each detector's figures."""
+    """Add ``nab_standard``, ``nab_low_fp`` and ``nab_low_fn`` (each with its ``_threshold``) to each
+    detector's figures, and where the standard profile's score comes from: at its corpus threshold,
+    the windows detected (``nab_windows_detected`` of ``nab_windows``: each scorable labelled window
+    with at least one detection) and the detections outside every window (``nab_false_positives``),
+    in total and per file (under ``per_entity``)."""
     windows = ds.extra["windows"]
     for det in detectors:
         files = []
@@ -35,8 +39,18 @@ def nab_figures(ds: Dataset, result: DatasetResult, detectors: Sequence[str], *,
                 nab.write_results(results_dir, det, s.category, s.name.split("/", 1)[1], s.timestamps, s.values,
                                   detected, nab.labels_from_windows(len(ts), ranges))
         scores = nab.score_all_profiles(files)
+        figs = result.figures[det]
         for profile, key in _KEYS.items():
-            result.figures[det][key] = float(scores[profile]["score_normalized"])
-            result.figures[det][key + "_threshold"] = float(scores[profile]["threshold"])
+            figs[key] = float(scores[profile]["score_normalized"])
+            figs[key + "_threshold"] = float(scores[profile]["threshold"])
+        std = scores["standard"]
+        figs["nab_windows_detected"] = int(std["windows_detected"])
+        figs["nab_windows"] = int(std["scorable_windows"])
+        figs["nab_false_positives"] = int(std["fp"])
+        for f in files:  # each file at the corpus threshold
+            one = nab.score_at_threshold([f], nab.NAB_PROFILES["standard"], std["threshold"])
+            figs["per_entity"].setdefault(f.name, {}).update(
+                nab_windows_detected=int(one["windows_detected"]), nab_windows=int(one["scorable_windows"]),
+                nab_false_positives=int(one["fp"]))
     if results_dir:
         log.info("NAB results layout written under %s", Path(results_dir))

@@ -16,13 +16,18 @@ __all__ = ["table", "write_plots"]
 
 _COLUMNS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("best_f1", "best F1"), ("f1", "F1@alpha"),
             ("precision", "prec"), ("recall", "recall"), ("false_alarm_rate", "FAR"), ("event_recall", "ev.rec")]
-_NAB = [("nab_standard", "NAB std"), ("nab_low_fp", "NAB lowFP"), ("nab_low_fn", "NAB lowFN")]
+_NAB = [("nab_standard", "NAB std"), ("nab_low_fp", "NAB lowFP"), ("nab_low_fn", "NAB lowFN"),
+        # at the standard profile's threshold: labelled windows detected, detections outside them
+        ("nab_windows_detected", "NAB win"), ("nab_false_positives", "NAB FP")]
 
 
-def _fmt(v: Any, key: str = "") -> str:
-    """Rates with 3 decimals; NAB scores (0 = null detector, 100 = perfect) with 1."""
+def _fmt(v: Any, key: str = "", fig: dict[str, Any] | None = None) -> str:
+    """Rates with 3 decimals; NAB scores (0 = null detector, 100 = perfect) with 1; counts whole
+    (windows detected as ``found/all``)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v}/{fig['nab_windows']}" if key == "nab_windows_detected" and fig else str(v)
     return f"{v:.1f}" if key.startswith("nab_") or abs(v) >= 10 else f"{v:.3f}"
 
 
@@ -40,7 +45,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             by_det[d].get("pr_auc", float("nan"))) else float("-inf"))
         for det, fig in by_det.items():
             mark = "*" if det == best else " "
-            lines.append(f"{mark} {det:<12}" + "".join(f"{_fmt(fig.get(k), k):>10}" for k, _ in cols))
+            lines.append(f"{mark} {det:<12}" + "".join(f"{_fmt(fig.get(k), k, fig):>10}" for k, _ in cols))
     return "\n".join(lines) + "\n"
 
 

@@ -96,6 +96,13 @@ def test_eval_nab_layout_scores_and_results(tmp_path, cooldown):
         for key in ("nab_standard", "nab_low_fp", "nab_low_fn"):
             assert -100 <= fig[det][key] <= 100
     assert fig["streamer"]["nab_standard"] > 50  # a 5-sigma level shift in each window is found early
+    # where the standard score comes from, at its corpus threshold: in total and per file
+    for det in ("streamer", "iforest"):
+        per = fig[det]["per_entity"]
+        assert fig[det]["nab_windows"] == 2 and set(per) == {"realX/a.csv", "realX/b.csv"}
+        for key in ("nab_windows_detected", "nab_windows", "nab_false_positives"):
+            assert fig[det][key] == sum(per[f][key] for f in per)
+    assert fig["streamer"]["nab_windows_detected"] == 2
     csv_file = results / "streamer" / "realX" / "streamer_a.csv"
     header = csv_file.read_text().splitlines()[0]
     assert header == "timestamp,value,anomaly_score,label"

@@ -135,6 +135,7 @@ def test_hand_sweep_and_score():
     assert res["score_normalized"] == pytest.approx(100 * (TP22 + 1) / 2, abs=1e-9)
     # Row counts over the 34 scorable rows: detected in window 22, 26; missed 8; no FP.
     assert (res["tp"], res["fp"], res["fn"], res["tn"]) == (2, 0, 8, 24)
+    assert (res["windows_detected"], res["scorable_windows"]) == (1, 1)
 
 
 def test_hand_other_profiles():
@@ -457,6 +458,7 @@ def test_matches_nab_published_file_score():
     res = nab.score_at_threshold([f], STANDARD, 0.5126953125)
     assert res["raw"] == pytest.approx(1.23649741556, abs=1e-10)
     assert (res["tp"], res["tn"], res["fp"], res["fn"]) == (4, 839, 3, 112)
+    assert (res["windows_detected"], res["scorable_windows"]) == (3, 4)  # the first window missed
     w, _ = nab.row_weights(len(ts), ranges, STANDARD)
     assert w[rows["2015-09-12T00:16"]] == pytest.approx(-0.109276714495, abs=1e-12)
     assert w[rows["2015-09-14T17:45"]] == pytest.approx(-0.11, abs=1e-12)
