@@ -447,9 +447,9 @@ def score_corpus(
         ``score_normalized`` (null detector 0, perfect 100), ``threshold`` (the optimised one; 1.1
         means no detection), ``raw``, ``null`` and ``perfect`` raw scores, ``windows_detected``
         (windows with at least one detection, of the ``scorable_windows`` outside the probationary
-        periods), and row counts ``tp``, ``fp``, ``fn``, ``tn`` over scorable rows at that threshold (NAB's counts: every detected row in a window
-        is a ``tp``, every missed one an ``fn``; every ``fp`` row costs the profile's false-positive
-        weight).
+        periods), and row counts ``tp``, ``fp``, ``fn``, ``tn`` over scorable rows at that
+        threshold (NAB's counts: every detected row in a window is a ``tp``, every missed one an
+        ``fn``; every ``fp`` row costs the profile's false-positive weight).
     """
     p = _prepare(files, profile, probation_percent)
     thresholds, raw = _sweep_prepared(p)
