@@ -114,17 +114,16 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
-        # the raw features the input baselines judge, taken once (baselines define __len__: test for None)
-        x_in = None
-        if entity is not None and (self.input_baseline is not None or self.seasonal is not None):
-            x_in = x_raw[:, self.input_cols]
         q_in = None
-        if self.input_baseline is not None and x_in is not None:
-            q_in = self.input_baseline.update(entity, x_in)
-        if self.seasonal is not None and x_in is not None and t_ms is not None:
-            q_se = self.seasonal.update(entity, t_ms, x_in)
-            # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
-            q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
+        # (the baselines define __len__: test them for None, not truthiness)
+        if entity is not None and (self.input_baseline is not None or self.seasonal is not None):
+            x_in = x_raw[:, self.input_cols]  # the raw features both input baselines judge, taken once
+            if self.input_baseline is not None:
+                q_in = self.input_baseline.update(entity, x_in)
+            if self.seasonal is not None and t_ms is not None:
+                q_se = self.seasonal.update(entity, t_ms, x_in)
+                # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
+                q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         alert = self.calibrator.is_alert(sig)
         repeat = self.cooldown.update(entity, sig) if self.cooldown is not None and entity is not None else None
