@@ -8,7 +8,9 @@ the windows its model was trained on.
 :meth:`Pipeline.swap_model` replaces the model between two batches (hot swap): the window state is
 kept (a swap to a model with another schema or window is refused), the new model's detector starts
 from its own reservoir seed and calibration, and re-scores the raw windows the old one recently
-admitted (``detector.swap_windows`` of them), admitting those it judges normal itself.
+admitted (``detector.swap_windows`` of them), admitting those it judges normal itself. The input
+and seasonal baselines and the alert cooldown carry over (:meth:`Detector.carry_over`); the entity
+baseline, which judges the model's own score, restarts from the new calibration.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class Pipeline:
         before = detector.reservoir.admitted
         if len(self.recent):
             detector.score(self.recent.x, admit=True)  # the new model judges what the old one admitted
+        detector.carry_over(self.detector)
         self.detector = detector
         return detector.reservoir.admitted - before
 

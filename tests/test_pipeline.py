@@ -244,6 +244,34 @@ def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, traine
     assert len(set(entities)) < len(pipe.detector.seasonal._means.slot) <= 6 * len(set(entities))
 
 
+def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, trained_model, flows):
+    cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200, input_baseline=100,
+                              seasonal_period_s=60.0, seasonal_buckets=6, alert_cooldown=20)
+    batches = chunks(flow_records(flows["test"]))
+    half = len(batches) // 2
+
+    def q_in_after_half(swap: bool) -> tuple[Pipeline, np.ndarray]:
+        pipe = Pipeline(model, cfg)
+        for b in batches[:half]:
+            pipe.process(b)
+        before = pipe.detector
+        if swap:  # the same weights as a new version: what the raw-value baselines say must not change
+            pipe.swap_model(dataclasses.replace(model, version="v2"))
+            d = pipe.detector
+            assert d is not before and d.version == "v2"
+            assert d.input_baseline is before.input_baseline and d.seasonal is before.seasonal
+            assert d.cooldown is before.cooldown and len(d.cooldown) > 0
+            # the entity baseline judges the model's own score: it restarts from the new calibration
+            assert d.baseline is not before.baseline and len(d.baseline) == 0 < len(before.baseline)
+        rest = [pipe.process(b) for b in batches[half:]] + [pipe.flush()]
+        return pipe, np.concatenate([r.scored.input_p for r in rest if r.scored is not None])
+
+    _, kept = q_in_after_half(swap=False)
+    pipe, swapped = q_in_after_half(swap=True)
+    assert pipe.model_version == "v2" and len(swapped) > 100
+    np.testing.assert_array_equal(swapped, kept)
+
+
 def test_input_baseline_prior_from_the_model_or_its_card(model):
     from streamer.detector import input_prior
 
