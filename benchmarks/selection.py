@@ -111,6 +111,11 @@ TELEMETRY_VARIANTS = {
     "seasonal-day-no-input-baseline": {"detector.seasonal_period_s": 86400, "detector.input_baseline": 0},
     "seasonal-day-input-baseline-3000": {"detector.seasonal_period_s": 86400, "detector.input_baseline": 3000},
     "no-seasonal-input-baseline-3000": {"detector.seasonal_period_s": 0, "detector.input_baseline": 3000},
+    # learning online by retraining (the retrainer's logic in-process, event time as its clock):
+    # on its drift and false-alarm triggers only, daily as well, or after every 1,000 normal windows
+    "retrain-on-drift": {"retrain.in_eval": True, "retrain.interval_s": 0},
+    "retrain-daily": {"retrain.in_eval": True, "retrain.interval_s": 86400},
+    "retrain-every-1000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 1000},
 }
 
 

@@ -290,6 +290,13 @@ class RetrainConfig:
         0.95, "Gate: the share of kept confident alerts the candidate must still flag (p < alpha)."
     )
     retry_s: float = _f(600.0, "After a rejected candidate or a failed training, wait this long before retrying.")
+    in_eval: bool = _f(
+        False,
+        "`streamer eval`: learn online by retraining, as a deployment with the retrainer does: the retrainer's "
+        "logic (its triggers, training and gate) runs in-process on each evaluated stream and the detector "
+        "hot-swaps to every model it passes, with event time as its clock (`interval_s` and `retry_s` count "
+        "event-time seconds). false: the model trained on the training split scores the whole stream.",
+    )
 
 
 @dataclass

@@ -4,7 +4,9 @@ For every series of a dataset:
 1. train our model on the training records with ``streamer train``'s code (its own time-ordered
    validation split calibrates it; test labels are never seen);
 2. stream the test records through the very :class:`~streamer.pipeline.Pipeline` the Kafka detector
-   runs, in small batches, in order (the reservoir learns online from windows judged normal);
+   runs, in small batches, in order (the reservoir learns online from windows judged normal; with
+   ``retrain.in_eval`` the retrainer's logic also judges each batch, retrains when its triggers
+   fire, and the pipeline hot-swaps to each model that passes its gate);
 3. give the peers the same windows (same decode, windows and normalization), fitted on the same
    training windows; their alert threshold is the ``1 - alpha`` quantile of their scores on the
    same held-out validation windows ours is calibrated on;
@@ -13,15 +15,14 @@ For every series of a dataset:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from streamer.decode import Decoder
 from streamer.peers import PEERS, make_peer
 from streamer.progress import Progress
 from streamer.train import validation_split, windows_from_records
+
+if TYPE_CHECKING:
+    from streamer.pipeline import StepResult
 
 __all__ = ["DETECTORS", "SeriesScores", "evaluate_series", "evaluate_dataset", "DatasetResult"]
 
@@ -59,6 +63,8 @@ class SeriesScores:
     # unit score with the windows repeating an open incident at 0 (NAB scores detections).
     detection_scores: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # With ``retrain.in_eval``: each retraining (reason, training windows, passed the gate, test row).
+    retrains: list[dict[str, Any]] = field(default_factory=list)
     unscored_rows: int = 0
     category: str = ""
     timestamps: list[str] | None = None
@@ -89,6 +95,13 @@ def _threshold(val_scores: np.ndarray, alpha: float) -> float:
     return float(np.quantile(val_scores, 1.0 - alpha, method="higher"))
 
 
+def _last_time_s(records: Sequence[Any], cfg: StreamerConfig) -> float:
+    """Event time (seconds) of the newest decodable training record: the retrainer's clock starts
+    there (0 when none decodes)."""
+    events, _, _ = Decoder(cfg.schema).decode(list(records[-1000:]))
+    return float(events.time_ms.max()) / 1000.0 if len(events) else 0.0
+
+
 def evaluate_series(
     series: Series,
     cfg: StreamerConfig,
@@ -108,15 +121,41 @@ def evaluate_series(
     t0 = time.monotonic()
     path = train_model(cfg, series.train, source=f"eval:{series.name}", show_progress=False)
     model = load_artifact_dir(path)
-    pipe = Pipeline(model, cfg.detector)
+    retrainer = None
+    if cfg.retrain.in_eval:
+        from streamer.retrain import Retrainer
+
+        # the retrainer's logic on this stream, its clock the newest event time seen so far
+        now = [_last_time_s(series.train, cfg)]
+        retrainer = Retrainer(cfg, model, announce=False, clock=lambda: now[0])
+        pipe = retrainer.pipeline
+    else:
+        pipe = Pipeline(model, cfg.detector)
     if cfg.window.kind == "count" and cfg.window.size > 1:
         # Warm up with the end of the training data, so the first test rows have full windows.
         events, _, _ = pipe.decoder.decode(series.train[-(cfg.window.size - 1):])
         pipe.windower.push(events)
     base = series.test[0].offset
     rows_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], []
-    results = (pipe.process(series.test[lo:lo + batch]) for lo in range(0, n, batch))
-    for r in itertools.chain(results, [pipe.flush()]):
+
+    def stream() -> Iterator[StepResult]:
+        for lo in range(0, n, batch):
+            r = pipe.process(series.test[lo:lo + batch])
+            yield r
+            if retrainer is not None:
+                # after the batch is scored: the retrainer judges it, and a model it passes scores
+                # the batches after it (as a detector swaps between two batches)
+                if len(r.windows):
+                    now[0] = max(now[0], float(r.windows.end_ms.max()) / 1000.0)
+                retrainer.observe(r)
+                reason = retrainer.due()
+                if reason is not None:
+                    outcome = retrainer.retrain(reason)
+                    out.retrains.append({k: outcome.get(k) for k in ("reason", "windows", "passed")}
+                                        | {"at_row": min(lo + batch, n)})
+        yield pipe.flush()
+
+    for r in stream():
         if r.scored is not None:
             rows_l.append(r.windows.offset_hi - base)
             x_l.append(r.windows.x)
@@ -141,10 +180,12 @@ def evaluate_series(
     if "streamer" in detectors:
         out.alerts["streamer"] = to_rows(alert.astype(float), 0.0).astype(bool)
         if (pipe.detector.baseline is not None or pipe.detector.input_baseline is not None
-                or pipe.detector.seasonal is not None):
+                or pipe.detector.seasonal is not None or retrainer is not None):
             # With an entity or input baseline the detector decides on the p-value combined with
             # their tail probabilities (Scored.significance); that is its ranking too, as a
-            # surprise in [0, 1) that does not saturate in floating point (see _surprise).
+            # surprise in [0, 1) that does not saturate in floating point (see _surprise). With
+            # retraining, too: raw scores of successive models are on different scales, their
+            # p-values are not.
             # Inside the calibration set the p-value is discrete (steps of 1/(n+1)), so windows
             # may tie; the raw score breaks those ties (it moves the ranking by less than 1e-6).
             ranked = _surprise(p, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
@@ -220,6 +261,9 @@ def evaluate_dataset(
             for d in detectors:
                 fig = metrics.summarize(res.labels, res.scores[d], res.alerts[d], cfg.detector.alpha)
                 fig["seconds"] = round(res.seconds.get(d, 0.0), 2)
+                if d == "streamer" and cfg.retrain.in_eval:
+                    fig["retrains"] = len(res.retrains)
+                    fig["retrains_passed"] = sum(bool(o["passed"]) for o in res.retrains)
                 per[d][series.name] = fig
             if keep_scores:
                 kept.append(res)

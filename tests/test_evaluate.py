@@ -176,3 +176,33 @@ def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path):
     assert grouped["false_alarm_rate"] <= plain["false_alarm_rate"]
     # the score still ranks every window: grouping changes the alerts, not the ranking
     assert grouped["roc_auc"] == pytest.approx(plain["roc_auc"]) and grouped["pr_auc"] == pytest.approx(plain["pr_auc"])
+
+
+def test_eval_learns_a_new_normal_by_retraining_online(tmp_path):
+    """``retrain.in_eval``: after a lasting level shift (unlabelled: a new normal) the retrainer's
+    logic retrains in-process and the detector swaps to the new model; it then raises fewer false
+    alarms than the model of the training rows alone, and still finds the spikes."""
+    n, shift_at = 3600, 1300
+    rng = np.random.default_rng(6)
+    t = np.arange(n)
+    v = np.sin(t / 20) + rng.normal(0, 0.1, n)
+    v[shift_at:] += 1.5
+    y = np.zeros(n, dtype=int)
+    for lo, hi in ((3100, 3130), (3400, 3410)):
+        v[lo:hi] += 4.0
+        y[lo:hi] = 1
+    f = tmp_path / "shift.csv"
+    f.write_text("\n".join(["time,v,label"] + [f"{i},{a:.4f},{c}" for i, a, c in zip(t, v, y)]) + "\n")
+    runs = {}
+    for online in (False, True):
+        out = tmp_path / f"r{online}.json"
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), *FAST, "--set", "detector.alpha=0.05",
+                     "--set", f"retrain.in_eval={str(online).lower()}", "--set", "retrain.interval_s=0",
+                     "--set", "retrain.drift_windows=300", "--set", "retrain.min_windows=100"]) == 0
+        runs[online] = json.loads(out.read_text())["shift"]["streamer"]
+    plain, online = runs[False], runs[True]
+    assert "retrains" not in plain
+    assert online["retrains"] >= 1 and 1 <= online["retrains_passed"] <= online["retrains"]
+    assert online["false_alarm_rate"] < plain["false_alarm_rate"]
+    assert online["event_recall"] == 1.0
