@@ -100,7 +100,7 @@ TELEMETRY_VARIANTS = {
     "input-baseline-3000": {"detector.input_baseline": 3000},
     "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
     "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
-    **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100)},
+    **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300)},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
