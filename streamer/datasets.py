@@ -164,11 +164,6 @@ def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
         # the default 3, chosen here too (with the p-value tail: 0.401 / 0.403 / 0.395 / 0.342 at
         # 1 / 3 / 10 / 30 windows).
         "detector.entity_baseline": 3000,
-        # The score it judges is each window's own, not an average over the last 3 (SMD's choice):
-        # NAB-like long streams, NAB standard 54.1 / 58.8 at 3 and 56.4 / 58.7 at 1 on draws 0 / 1,
-        # then, on two new draws taken to confirm it, 60.3 / 53.3 at 3 and 62.0 / 60.0 at 1
-        # (benchmarks/selection.py --dataset nab-long --seed 0|1|2|3 --variants default,baseline-short-1).
-        "detector.entity_baseline_short": 1,
         # The `geometric` rule ranks long incidents higher (validation PR-AUC 0.4034 / 0.4268 vs
         # `both`'s 0.4025 / 0.4023 on the short and incident validations) but alone raised the
         # false-alarm rate past 2x alpha (0.082 / 0.026); with alerts grouped into incidents over 10
