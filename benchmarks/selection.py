@@ -25,13 +25,16 @@ detector and its false-alarm rate at alpha 0.01 on the validation rows that are 
 ``nab`` and ``nab-long`` also NAB's standard score of the detections, with NAB-like windows around
 the injected anomalies), so a default can be picked before any test figure is seen. ``--model-seeds 7,1,2``
 trains each variant once per seed and prints the mean and standard deviation: a difference
-smaller than that spread is noise.
+smaller than that spread is noise. ``--seed 0,1,2,3`` does the same over draws of the injected
+anomalies (each draw's line as ``<variant>@<seed>``, then their mean): on ``nab-long`` two draws
+differ by up to 7 points of NAB score.
 
     .venv/bin/python benchmarks/selection.py --dataset nsl-kdd --root ../shared/datasets
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 3
     .venv/bin/python benchmarks/selection.py --dataset smd --root ../shared/datasets --machines 8 --incidents
     .venv/bin/python benchmarks/selection.py --dataset nab --root ../shared/datasets --variants default,cooldown-30
     .venv/bin/python benchmarks/selection.py --dataset nab-long --root ../shared/datasets --variants default,seasonal-day
+    .venv/bin/python benchmarks/selection.py --dataset nab-long --root ../shared/datasets --seed 0,1,2,3 --variants default
 """
 
 from __future__ import annotations
@@ -354,7 +357,9 @@ def main() -> int:
     ap.add_argument("--root", default=None)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", default="0",
+                    help="seed of the injected anomalies; comma separated for several draws: each draw's figures "
+                         "are printed, then their mean (± standard deviation) under the variant's name")
     ap.add_argument("--incidents", action="store_true",
                     help="smd: fewer, longer injected anomalies (5-1500 rows, log-uniform) instead of 5-40 rows")
     ap.add_argument("--model-seeds", default="",
@@ -370,27 +375,38 @@ def main() -> int:
     peers = [p for p in args.peers.split(",") if p]
     results: dict[str, dict[str, float]] = {}
     seeds: list[int | None] = [int(x) for x in args.model_seeds.split(",")] if args.model_seeds else [None]
+    draws = [int(x) for x in args.seed.split(",")]
+
+    def report(key: str, runs: list[dict[str, float]]) -> None:
+        results[key] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        if len(runs) > 1:  # the spread over training seeds or draws: the noise floor of a choice
+            results[key].update({f"{k}_sd": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
+        print(f"{key:<24} {_line(results[key])}", flush=True)
+
     for name, ov in variants.items():
-        runs = []
-        for seed in seeds:
-            cats: list[str] = []
-            if args.dataset == "nsl-kdd":
-                ds = nsl_validation(root, cats)
-            elif args.dataset == "smd":
-                ds = smd_validation(root, args.machines, args.seed, incidents=args.incidents)
-            elif args.dataset == "nab":
-                ds = nab_validation(root, args.seed)
-            else:
-                ds = nab_long_validation(root, args.seed)
-            seeded = ov if seed is None else {**ov, "model.seed": seed}
-            runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset.startswith("nab"),
-                                    probation=args.dataset == "nab-long"))
-        for det in runs[0]:
-            key = name if det == "streamer" else f"{name}:{det}"
-            results[key] = {k: float(np.mean([r[det][k] for r in runs])) for k in runs[0][det]}
-            if len(runs) > 1:  # the spread over training seeds: the noise floor of a choice
-                results[key].update({f"{k}_sd": float(np.std([r[det][k] for r in runs], ddof=1)) for k in runs[0][det]})
-            print(f"{key:<24} {_line(results[key])}", flush=True)
+        per_draw: dict[str, list[dict[str, float]]] = {}
+        for draw in draws:
+            runs = []
+            for seed in seeds:
+                cats: list[str] = []
+                if args.dataset == "nsl-kdd":
+                    ds = nsl_validation(root, cats)
+                elif args.dataset == "smd":
+                    ds = smd_validation(root, args.machines, draw, incidents=args.incidents)
+                elif args.dataset == "nab":
+                    ds = nab_validation(root, draw)
+                else:
+                    ds = nab_long_validation(root, draw)
+                seeded = ov if seed is None else {**ov, "model.seed": seed}
+                runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset.startswith("nab"),
+                                        probation=args.dataset == "nab-long"))
+            for det in runs[0]:
+                key = name if det == "streamer" else f"{name}:{det}"
+                report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])
+                per_draw.setdefault(key, []).append(results[key if len(draws) == 1 else f"{key}@{draw}"])
+        if len(draws) > 1:  # the mean over the draws
+            for key, figs in per_draw.items():
+                report(key, [{k: v for k, v in f.items() if not k.endswith("_sd")} for f in figs])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
