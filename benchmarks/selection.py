@@ -377,11 +377,21 @@ def main() -> int:
     seeds: list[int | None] = [int(x) for x in args.model_seeds.split(",")] if args.model_seeds else [None]
     draws = [int(x) for x in args.seed.split(",")]
 
-    def report(key: str, runs: list[dict[str, float]]) -> None:
-        results[key] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-        if len(runs) > 1:  # the spread over training seeds or draws: the noise floor of a choice
-            results[key].update({f"{k}_sd": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
-        print(f"{key:<24} {_line(results[key])}", flush=True)
+    def validation(draw: int, cats: list[str]) -> datasets.Dataset:
+        if args.dataset == "nsl-kdd":
+            return nsl_validation(root, cats)
+        if args.dataset == "smd":
+            return smd_validation(root, args.machines, draw, incidents=args.incidents)
+        return nab_validation(root, draw) if args.dataset == "nab" else nab_long_validation(root, draw)
+
+    def report(key: str, runs: list[dict[str, float]]) -> dict[str, float]:
+        """Print and keep the mean of ``runs`` (± their spread, the noise floor of a choice)."""
+        fig = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        if len(runs) > 1:
+            fig.update({f"{k}_sd": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
+        results[key] = fig
+        print(f"{key:<24} {_line(fig)}", flush=True)
+        return fig
 
     for name, ov in variants.items():
         per_draw: dict[str, list[dict[str, float]]] = {}
@@ -389,24 +399,16 @@ def main() -> int:
             runs = []
             for seed in seeds:
                 cats: list[str] = []
-                if args.dataset == "nsl-kdd":
-                    ds = nsl_validation(root, cats)
-                elif args.dataset == "smd":
-                    ds = smd_validation(root, args.machines, draw, incidents=args.incidents)
-                elif args.dataset == "nab":
-                    ds = nab_validation(root, draw)
-                else:
-                    ds = nab_long_validation(root, draw)
                 seeded = ov if seed is None else {**ov, "model.seed": seed}
-                runs.append(run_variant(ds, seeded, peers, cats, nab_scores=args.dataset.startswith("nab"),
-                                        probation=args.dataset == "nab-long"))
+                runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
+                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset == "nab-long"))
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
-                report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])
-                per_draw.setdefault(key, []).append(results[key if len(draws) == 1 else f"{key}@{draw}"])
+                fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])
+                per_draw.setdefault(key, []).append({k: v for k, v in fig.items() if not k.endswith("_sd")})
         if len(draws) > 1:  # the mean over the draws
             for key, figs in per_draw.items():
-                report(key, [{k: v for k, v in f.items() if not k.endswith("_sd")} for f in figs])
+                report(key, figs)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

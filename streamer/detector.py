@@ -76,7 +76,6 @@ class Detector:
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
         self.input_baseline = self.seasonal = None
-        self.input_cols: np.ndarray | None = None
         if cfg.input_baseline or cfg.seasonal_period_s:
             # each event's raw features once: the columns of the events new to each window
             self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
@@ -99,13 +98,12 @@ class Detector:
         depend on its model: the input and seasonal baselines (they judge raw values, and a
         seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
         incidents (significances are comparable across models). The entity baseline judges the
-        model's own score and restarts from the new calibration."""
-        if old.input_cols is not None and self.input_cols is not None and np.array_equal(old.input_cols,
-                                                                                           self.input_cols):
-            if self.input_baseline is not None and old.input_baseline is not None:
-                self.input_baseline = old.input_baseline
-            if self.seasonal is not None and old.seasonal is not None:
-                self.seasonal = old.seasonal
+        model's own score and restarts from the new calibration. Both detectors build the same
+        windows (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
+        if self.input_baseline is not None and old.input_baseline is not None:
+            self.input_baseline = old.input_baseline
+        if self.seasonal is not None and old.seasonal is not None:
+            self.seasonal = old.seasonal
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
 

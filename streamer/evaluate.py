@@ -148,9 +148,8 @@ def evaluate_series(
                 if len(r.windows):
                     now[0] = max(now[0], float(r.windows.end_ms.max()) / 1000.0)
                 retrainer.observe(r)
-                reason = retrainer.due()
-                if reason is not None:
-                    outcome = retrainer.retrain(reason)
+                outcome = retrainer.retrain_if_due()
+                if outcome is not None:
                     out.retrains.append({k: outcome.get(k) for k in ("reason", "windows", "passed")}
                                         | {"at_row": min(lo + batch, n)})
         yield pipe.flush()

@@ -445,6 +445,11 @@ class Retrainer:
             return "schedule"
         return None
 
+    def retrain_if_due(self) -> dict[str, Any] | None:
+        """Retrain when :meth:`due` says so; the outcome of :meth:`retrain`, or None."""
+        reason = self.due()
+        return self.retrain(reason) if reason is not None else None
+
     def training_windows(self, reason: str) -> tuple[WindowBatch, np.ndarray, int]:
         """The candidate's training windows and the held-out gate windows (every k-th in time), and
         how many quarantined windows joined: after a confirmed change of regime, the alerts that
@@ -622,16 +627,12 @@ class Retrainer:
                 assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
                 done &= assigned
                 self._take(merge.release(assigned, done, everything=bool(assigned) and done >= assigned))
-                reason = self.due()
-                if reason is not None:
-                    self.retrain(reason)
-                    if self.max_publications is not None and len(self.stats.published) >= self.max_publications:
-                        break
+                if (self.retrain_if_due() is not None and self.max_publications is not None
+                        and len(self.stats.published) >= self.max_publications):
+                    break
                 if self.stop_at_end and not records and _at_end(consumer, nxt):
                     self._take(merge.release(everything=True))
-                    reason = self.due()
-                    if reason is not None:
-                        self.retrain(reason)
+                    self.retrain_if_due()
                     break
                 if time.monotonic() - last_stats > STATS_EVERY_S:
                     last_stats = time.monotonic()
