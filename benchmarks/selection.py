@@ -19,6 +19,9 @@
   trained on its first 15% as NAB's probation, streamed whole, with 1-3 anomalies injected after
   the probation (spikes, level shifts, noise bursts, flat lines, and contextual ones: a stretch
   replaced by the values of 12 hours earlier). Neither NAB's files nor SMD's test split is read.
+* ``nab-skewed``: the same from each machine's most variable *bursty* metrics (non-negative,
+  probation skewness above 3, as the normalizer log-compresses; nab-long's stay below 2, while
+  half of NAB's files exceed 2 over their probation).
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
 detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies (on
@@ -54,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer import datasets, metrics, nab  # noqa: E402
 from streamer.config import load_config  # noqa: E402
 from streamer.evaluate import evaluate_series  # noqa: E402
+from streamer.normalize import SKEW_FOR_LOG  # noqa: E402
 from streamer.records import Record  # noqa: E402
 
 VARIANTS: dict[str, dict[str, object]] = {
@@ -73,6 +77,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise-0.3": {"model.noise_std": 0.3},
     "latent-4": {"model.latent_dim": 4},
     "hidden-64-32": {"model.hidden": [64, 32]},
+    "members-3": {"model.members": 3},
+    "members-5": {"model.members": 5},
     "hidden-128-64": {"model.hidden": [128, 64]},
     "hidden-256-128": {"model.hidden": [256, 128]},
     "recon-weight-0": {"detector.recon_weight": 0.0},
@@ -108,6 +114,8 @@ TELEMETRY_VARIANTS = {
        for n in (10, 100)},
     # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
     "seasonal-day": {"detector.seasonal_period_s": 86400},
+    # the input baselines judge log-compressed columns on a log scale
+    "input-log": {"detector.input_log": True},
     "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
     "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},
     "seasonal-day-b96": {"detector.seasonal_period_s": 86400, "detector.seasonal_buckets": 96},
@@ -234,7 +242,14 @@ def nab_validation(root: Path, seed: int) -> datasets.Dataset:
     return datasets.Dataset("nab-validation", ds.overrides, iter(out), len(out))
 
 
-def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets.Dataset:
+def _probation_skewness(x: np.ndarray) -> np.ndarray:
+    """Sample skewness of each column of ``x`` over NAB's probationary period (its first rows)."""
+    p = x[:datasets.nab_probation(len(x))]
+    sd = p.std(axis=0)
+    return np.where(sd > 0, ((p - p.mean(axis=0)) ** 3).mean(axis=0) / np.maximum(sd, 1e-12) ** 3, 0.0)
+
+
+def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: bool = False) -> datasets.Dataset:
     """NAB-like long univariate streams carved from SMD's TRAINING split (no NAB file and no SMD
     test row is read): per machine, its ``per_machine`` most variable metrics (a near-copy of one
     already taken, correlation above 0.99, is skipped), as 5-minute means (NAB's usual interval:
@@ -242,7 +257,12 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets
     rows) is the probationary period the model trains on; the whole stream is scored and
     anomalies are injected after the probation: 1-3 per series, each a spike (1-5 rows), a level
     shift, a noise burst or a flat line (20-200 rows), or a *contextual* one: 20-200 rows replaced by
-    the values of 12 hours earlier (each value normal for some time of day, not for this one)."""
+    the values of 12 hours earlier (each value normal for some time of day, not for this one).
+
+    ``skewed`` (``nab-skewed``): the same, from each machine's most variable metrics among those
+    that are non-negative and skewed over the probation as the normalizer log-compresses (skewness
+    above ``SKEW_FOR_LOG``), the bursty kind of series that nab-long lacks (its skewness stays
+    below 2)."""
     base = root / "smd"
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))
     rng = np.random.default_rng(seed)
@@ -251,11 +271,13 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets
         tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
         n5 = len(tr) // 5 * 5
         x = tr[:n5].reshape(-1, 5, tr.shape[1]).mean(axis=1)
+        eligible = ((_probation_skewness(x) > SKEW_FOR_LOG) & (x.min(axis=0) >= 0) if skewed
+                    else np.ones(x.shape[1], dtype=bool))
         taken: list[int] = []
         for j in np.argsort(-x.std(axis=0), kind="stable"):
             if len(taken) == per_machine:
                 break
-            if x[:, j].std() == 0 or any(abs(np.corrcoef(x[:, j], x[:, i])[0, 1]) > 0.99 for i in taken):
+            if not eligible[j] or x[:, j].std() == 0 or any(abs(np.corrcoef(x[:, j], x[:, i])[0, 1]) > 0.99 for i in taken):
                 continue
             taken.append(int(j))
         for j in taken:
@@ -283,7 +305,8 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3) -> datasets
             docs = [{"series": name, "t": i * 300, "value": float(a)} for i, a in enumerate(v)]
             recs = [Record(orjson.dumps(d), name, 0, i) for i, d in enumerate(docs)]
             out.append(datasets.Series(name, recs[:n_prob], recs, y))
-    return datasets.Dataset("nab-long-validation", datasets.load_nab(root).overrides, iter(out), len(out))
+    name = "nab-skewed-validation" if skewed else "nab-long-validation"
+    return datasets.Dataset(name, datasets.load_nab(root).overrides, iter(out), len(out))
 
 
 def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
@@ -353,7 +376,7 @@ def _line(fig: dict[str, float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab", "nab-long"], required=True)
+    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab", "nab-long", "nab-skewed"], required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
@@ -369,7 +392,7 @@ def main() -> int:
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
     root = datasets.dataset_root(args.root)
-    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", "nab-long") else {}))
+    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", "nab-long", "nab-skewed") else {}))
     if args.variants:
         variants = {k: variants[k] for k in args.variants.split(",")}
     peers = [p for p in args.peers.split(",") if p]
@@ -382,7 +405,9 @@ def main() -> int:
             return nsl_validation(root, cats)
         if args.dataset == "smd":
             return smd_validation(root, args.machines, draw, incidents=args.incidents)
-        return nab_validation(root, draw) if args.dataset == "nab" else nab_long_validation(root, draw)
+        if args.dataset == "nab":
+            return nab_validation(root, draw)
+        return nab_long_validation(root, draw, skewed=args.dataset == "nab-skewed")
 
     def report(key: str, runs: list[dict[str, float]]) -> dict[str, float]:
         """Print and keep the mean of ``runs`` (± their spread, the noise floor of a choice)."""
@@ -401,7 +426,7 @@ def main() -> int:
                 cats: list[str] = []
                 seeded = ov if seed is None else {**ov, "model.seed": seed}
                 runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
-                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset == "nab-long"))
+                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset in ("nab-long", "nab-skewed")))
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
                 fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])

@@ -131,6 +131,12 @@ class ModelConfig:
     version: str | None = _f(None, "Version to load; empty means the newest.")
     hidden: list[int] = _f([64, 32], "Hidden layer widths of the encoder (mirrored by the decoder).")
     latent_dim: int = _f(8, "Width of the latent embedding.")
+    members: int = _f(
+        1,
+        "Autoencoders trained side by side from different initialisations (an ensemble): the latent "
+        "embedding is theirs side by side, the reconstruction error their mean. Inference and training "
+        "cost grow with it.",
+    )
     noise_std: float = _f(0.1, "Denoising: std of Gaussian noise added to inputs while training.")
     epochs: int = _f(60, "Most training epochs (early stopping on the validation split).")
     patience: int = _f(6, "Early stopping patience in epochs.")
@@ -216,6 +222,13 @@ class DetectorConfig:
         "Seasonal baseline: when > 0, it learns from deviations clipped at this many spreads, so a spike does not "
         "echo as a false alarm at the same phase one period later; it then also learns a lasting change more slowly "
         "(NAB: far more false alarms, see README). 0: unclipped.",
+    )
+    input_log: bool = _f(
+        False,
+        "Input and seasonal baselines judge the columns the model's normalizer log-compresses (non-negative and "
+        "skewed in training: counts and bursty rates) on a signed log scale, sign(x)*log(1+|x|), starting from the "
+        "training windows' log-scale mean and variance: a burst in a bursty series is judged against its usual "
+        "bursts, not against a normal spread it routinely exceeds. Other columns stay raw.",
     )
     alert_cooldown: int = _f(
         0,
@@ -372,6 +385,8 @@ class StreamerConfig:
             raise ConfigError("model.validation_split", "a share in (0, 0.9)", m.validation_split)
         if m.latent_dim < 1 or any(h < 1 for h in m.hidden):
             raise ConfigError("model.hidden", "positive layer widths", m.hidden)
+        if not 1 <= m.members <= 16:
+            raise ConfigError("model.members", "a number of autoencoders from 1 to 16", m.members)
         if not self.topics.input:
             raise ConfigError("topics.input", "at least one topic")
         r = self.retrain

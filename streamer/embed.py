@@ -44,7 +44,7 @@ keras = _import_keras()
 # fifth trace, which is expected here (a handful of power-of-two sizes per model).
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
-__all__ = ["Embedder", "build_autoencoder", "train_autoencoder"]
+__all__ = ["Embedder", "build_autoencoder", "members_of", "train_autoencoder"]
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,41 @@ MIN_INFER_BATCH = 64
 
 
 def build_autoencoder(
-    n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int
+    n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int, members: int = 1
 ) -> keras.Model:
-    """A dense, denoising autoencoder ``x -> z -> x_hat`` (trains on ``x_hat``)."""
+    """A dense, denoising autoencoder ``x -> z -> x_hat`` (trains on ``x_hat``).
+
+    With ``members`` > 1, an ensemble: that many autoencoders of the same shape side by side in one
+    model, each from its own initialisation (and noise), sharing no weight. ``latent`` is their
+    latent vectors side by side (``members * latent_dim``) and ``reconstruction`` their
+    reconstructions side by side (``members * n_inputs``); trained against the input repeated
+    ``members`` times, each member learns on its own (the loss is the mean of theirs, and no
+    gradient crosses from one to another)."""
+    if members < 1:
+        raise ValueError(f"an autoencoder needs at least one member, got {members}")
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(n_inputs,), name="window")
-    h = keras.layers.GaussianNoise(noise_std, seed=seed, name="denoise")(inputs) if noise_std > 0 else inputs
-    for i, width in enumerate(hidden):
-        h = keras.layers.Dense(width, activation="gelu", name=f"enc_{i}")(h)
-    z = keras.layers.Dense(latent_dim, name=LATENT_LAYER)(h)
-    h = z
-    for i, width in enumerate(reversed(hidden)):
-        h = keras.layers.Dense(width, activation="gelu", name=f"dec_{i}")(h)
-    out = keras.layers.Dense(n_inputs, name=RECON_LAYER)(h)
-    return keras.Model(inputs, out, name="autoencoder")
+    outputs = []
+    for m in range(members):
+        tag = "" if members == 1 else f"m{m}_"
+        h = inputs
+        if noise_std > 0:
+            h = keras.layers.GaussianNoise(noise_std, seed=seed + m, name=f"{tag}denoise")(h)
+        for i, width in enumerate(hidden):
+            h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
+        z = keras.layers.Dense(latent_dim, name=LATENT_LAYER if members == 1 else f"{tag}latent")(h)
+        h = z
+        for i, width in enumerate(reversed(hidden)):
+            h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
+        outputs.append(keras.layers.Dense(n_inputs, name=RECON_LAYER if members == 1 else f"{tag}reconstruction")(h))
+    if members == 1:
+        return keras.Model(inputs, outputs[0], name="autoencoder")
+    return keras.Model(inputs, keras.layers.Concatenate(name=RECON_LAYER)(outputs), name="autoencoder")
+
+
+def members_of(model: keras.Model) -> int:
+    """How many autoencoders ``model`` holds side by side (see :func:`build_autoencoder`)."""
+    return int(model.output.shape[-1]) // int(model.inputs[0].shape[-1])
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -101,10 +122,13 @@ def train_autoencoder(
 ) -> dict[str, list[float]]:
     """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    members = members_of(model)
+    # an ensemble's members each reconstruct the input: the target is the input once per member
+    target = (lambda x: x) if members == 1 else (lambda x: np.tile(x, (1, members)))
     hist = model.fit(
         x_train,
-        x_train,
-        validation_data=(x_val, x_val),
+        target(x_train),
+        validation_data=(x_val, target(x_val)),
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
@@ -127,13 +151,24 @@ class Embedder:
     def __init__(self, autoencoder: keras.Model) -> None:
         self.autoencoder = autoencoder
         x = autoencoder.inputs[0]
-        # The per-feature squared reconstruction error is computed inside the compiled call.
-        sq_err = keras.ops.square(keras.ops.subtract(x, autoencoder.output))
+        self.n_inputs = int(x.shape[-1])
+        self.members = members_of(autoencoder)
+        # The per-feature squared reconstruction error is computed inside the compiled call; an
+        # ensemble's is the mean over its members.
+        if self.members == 1:
+            sq_err = keras.ops.square(keras.ops.subtract(x, autoencoder.output))
+        else:
+            diff = keras.ops.subtract(keras.ops.tile(x, [1, self.members]), autoencoder.output)
+            sq_err = keras.ops.mean(keras.ops.reshape(keras.ops.square(diff), (-1, self.members, self.n_inputs)),
+                                    axis=1)
+        # an ensemble's embedding: its members' latent vectors side by side
+        latent = (autoencoder.get_layer(LATENT_LAYER).output if self.members == 1 else
+                  keras.layers.Concatenate(name=LATENT_LAYER)(
+                      [autoencoder.get_layer(f"m{i}_{LATENT_LAYER}").output for i in range(self.members)]))
         self.infer = keras.Model(
-            autoencoder.inputs, [autoencoder.get_layer(LATENT_LAYER).output, sq_err], name="embed_and_reconstruct"
+            autoencoder.inputs, [latent, sq_err], name="embed_and_reconstruct"
         )
-        self.n_inputs = int(autoencoder.inputs[0].shape[-1])
-        self.latent_dim = int(autoencoder.get_layer(LATENT_LAYER).output.shape[-1])
+        self.latent_dim = int(latent.shape[-1])
 
     @classmethod
     def load(cls, path: str | Path) -> Embedder:

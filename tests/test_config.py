@@ -279,6 +279,8 @@ def test_bad_hop():
         ({"detector.k": 50, "detector.reservoir_size": 10}, "detector.reservoir_size"),
         ({"model.validation_split": 0.95}, "model.validation_split"),
         ({"model.hidden": "8,0"}, "model.hidden"),
+        ({"model.members": 0}, "model.members"),
+        ({"model.members": 17}, "model.members"),
         ({"topics.input": ""}, "topics.input"),
     ],
 )

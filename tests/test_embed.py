@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer import embed as embed_mod
-from streamer.embed import LATENT_LAYER, RECON_LAYER, Embedder, build_autoencoder, train_autoencoder
+from streamer.embed import LATENT_LAYER, RECON_LAYER, Embedder, build_autoencoder, members_of, train_autoencoder
 
 N_IN, LATENT = 6, 3
 
@@ -148,3 +148,80 @@ def test_save_load_round_trip(ae, tmp_path):
     z2, sq2 = back.embed(x)
     np.testing.assert_allclose(z2, z1, rtol=0, atol=1e-6)
     np.testing.assert_allclose(sq2, sq1, rtol=0, atol=1e-6)
+
+
+# -- an ensemble of autoencoders (model.members) -----------------------------------------------------
+
+
+def test_ensemble_layout():
+    one = build_autoencoder(5, hidden=[7, 4], latent_dim=2, noise_std=0.1, seed=0)
+    ens = build_autoencoder(5, hidden=[7, 4], latent_dim=2, noise_std=0.1, seed=0, members=3)
+    assert members_of(one) == 1 and members_of(ens) == 3
+    assert int(ens.output.shape[-1]) == 15
+    names = {layer.name for layer in ens.layers}
+    for i in range(3):
+        assert {f"m{i}_denoise", f"m{i}_enc_0", f"m{i}_enc_1", f"m{i}_latent", f"m{i}_dec_0", f"m{i}_dec_1",
+                f"m{i}_reconstruction"} <= names
+        # each member's layers read only their own member's (no weight is shared)
+        assert ens.get_layer(f"m{i}_enc_1").input is ens.get_layer(f"m{i}_enc_0").output
+        assert ens.get_layer(f"m{i}_dec_0").input is ens.get_layer(f"m{i}_latent").output
+    assert ens.count_params() == 3 * one.count_params()
+    # the members start from different initialisations
+    assert not np.array_equal(ens.get_layer("m0_enc_0").get_weights()[0], ens.get_layer("m1_enc_0").get_weights()[0])
+    with pytest.raises(ValueError, match="at least one member"):
+        build_autoencoder(5, hidden=[3], latent_dim=2, noise_std=0.0, seed=0, members=0)
+
+
+@pytest.fixture(scope="module")
+def ens():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(600, 2))
+    x = np.concatenate([base, base @ rng.normal(size=(2, 4))], axis=1).astype(np.float32)
+    model = build_autoencoder(N_IN, hidden=[8], latent_dim=LATENT, noise_std=0.05, seed=3, members=3)
+    hist = train_autoencoder(model, x[:500], x[500:], epochs=4, patience=4, batch_size=64, learning_rate=1e-2)
+    return {"model": model, "emb": Embedder(model), "hist": hist, "x": x}
+
+
+def _member_outputs(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's latent vectors and reconstructions, (members, n, .), read from its own layers."""
+    import keras
+
+    m = members_of(model)
+    latents = [np.asarray(keras.Model(model.inputs, model.get_layer(f"m{i}_latent").output).predict_on_batch(x))
+               for i in range(m)]
+    recons = np.asarray(model.predict_on_batch(x)).reshape(len(x), m, -1).transpose(1, 0, 2)
+    return np.stack(latents), recons
+
+
+def test_ensemble_embedding_is_members_side_by_side_and_error_their_mean(ens):
+    emb, model = ens["emb"], ens["model"]
+    assert (emb.members, emb.n_inputs, emb.latent_dim) == (3, N_IN, 3 * LATENT)
+    x = _data(70, seed=7)
+    z, sq = emb.embed(x)
+    latents, recons = _member_outputs(model, x)
+    np.testing.assert_allclose(z, np.concatenate(list(latents), axis=1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sq, ((recons - x[None]) ** 2).mean(axis=0), rtol=1e-4, atol=1e-6)
+    # three different models, not one model three times
+    assert np.abs(recons[0] - recons[1]).max() > 1e-3
+
+
+def test_ensemble_trains_each_member_on_the_input(ens):
+    """The training loss is the mean of the members' own losses: the best validation loss (whose
+    weights early stopping restored) equals the members' mean squared error on the held-out rows,
+    and every member reconstructs the input better than predicting zeros."""
+    x_val = ens["x"][500:]
+    _, recons = _member_outputs(ens["model"], x_val)
+    per_member = ((recons - x_val[None]) ** 2).mean(axis=(1, 2))
+    assert min(ens["hist"]["val_loss"]) == pytest.approx(per_member.mean(), rel=1e-3)
+    assert (per_member < (x_val ** 2).mean()).all()
+
+
+def test_ensemble_save_load_round_trip(ens, tmp_path):
+    emb = ens["emb"]
+    path = tmp_path / "ens.keras"
+    emb.save(path)
+    back = Embedder.load(path)
+    assert back.members == 3
+    x = _data(20, seed=8)
+    for a, b in zip(emb.embed(x), back.embed(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -43,7 +43,7 @@ def test_card_keys(card, trained_model):
     assert set(card["data"]) == {"records", "unusable_records", "windows", "train_windows", "validation_windows",
                                  "window", "entities", "features", "feature_mean", "feature_std"}
     assert set(card["training"]) == {"epochs_run", "loss", "val_loss", "best_val_loss", "seconds", "hidden",
-                                     "latent_dim", "noise_std"}
+                                     "latent_dim", "members", "noise_std"}
     assert set(card["validation"]) == {"alpha", "false_alarm_rate_heldout", "false_alarm_rate_heldout_n",
                                        "score_quantiles", "knn_scale", "recon_scale"}
     assert set(card["validation"]["score_quantiles"]) == {"0.5", "0.9", "0.99", "0.999"}
@@ -89,6 +89,11 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     # where an input baseline starts: the training windows' raw mean and variance
     np.testing.assert_allclose(art.scoring["input_mean"], wb.x[tr].mean(axis=0))
     np.testing.assert_allclose(art.scoring["input_var"], wb.x[tr].var(axis=0))
+    # and on the signed log scale of the columns the normalizer log-compresses (detector.input_log)
+    log_tr = np.where(art.normalizer.log, np.log1p(np.abs(wb.x[tr])) * np.sign(wb.x[tr]), wb.x[tr])
+    assert art.normalizer.log.any()
+    np.testing.assert_allclose(art.scoring["input_log_mean"], log_tr.mean(axis=0))
+    np.testing.assert_allclose(art.scoring["input_log_var"], log_tr.var(axis=0))
     # the reservoir seed: every training window's embedding (fewer than reservoir_size)
     z_tr, _ = art.embedder.embed(art.normalizer.transform(wb.x[tr]))
     assert art.reservoir_seed.shape == (card["data"]["train_windows"], cfg.model.latent_dim)
@@ -134,3 +139,28 @@ def test_too_little_data(tmp_path, flows):
     with pytest.raises(TrainingError, match="100 unusable"):
         train_model(cfg, bad, source="bad", show_progress=False)
     assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
+
+
+def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows):
+    """``model.members=2``: one artifact holding two autoencoders; the reservoir and the
+    calibration live in their joint latent space; the pipeline alerts on both attack hosts."""
+    from collections import Counter
+
+    from streamer.pipeline import Pipeline
+
+    cfg = make_config(tmp_path, **{"model.members": 2})
+    path = train_model(cfg, flow_records(flows["train"]), source="test flows", show_progress=False)
+    card = json.loads((path / "card.json").read_text())
+    assert card["training"]["members"] == 2
+    art = load_artifact_dir(path)
+    assert art.embedder.members == 2 and art.embedder.latent_dim == 2 * cfg.model.latent_dim
+    assert art.reservoir_seed.shape[1] == 2 * cfg.model.latent_dim
+    assert np.isfinite(art.calibration).all()
+    pipe = Pipeline(art, cfg.detector)
+    records = flow_records(flows["test"])
+    results = [pipe.process(records[lo:lo + 700]) for lo in range(0, len(records), 700)] + [pipe.flush()]
+    by_entity = Counter(a["entity"] for r in results for a in r.alerts)
+    assert by_entity["10.0.0.19"] >= 1 and by_entity["10.0.0.18"] >= 1, by_entity
+    windows = sum(len(r.windows) for r in results if r.scored is not None)
+    others = sum(n for e, n in by_entity.items() if e not in ("10.0.0.19", "10.0.0.18"))
+    assert others <= max(3, 0.03 * windows), by_entity
