@@ -67,7 +67,7 @@ def make_detector(embedder: Any, normalizer: Any, seed: Any, rng: Any) -> Any:
     return Detector(art, DetectorConfig(reservoir_size=m))
 
 
-def flow_model(n_queries: int, n_pool: int, meta: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+def flow_model(n_queries: int, n_pool: int, meta: dict[str, Any], members: int = 1) -> tuple[Any, Any, Any, Any]:
     """Train a record-window model on synthetic flows (as the e2e benchmark does); return its
     embedder and normalizer, ``n_queries`` windows to score and ``n_pool`` other windows whose
     embeddings fill the reservoirs."""
@@ -78,7 +78,7 @@ def flow_model(n_queries: int, n_pool: int, meta: dict[str, Any]) -> tuple[Any, 
     tmp = bl.workdir()
     t0 = time.monotonic()
     path = bl.train_flow_model(bl.FlowGen(5_000, seed=1).records(50_000), window=bl.WINDOWS["record"],
-                               model_dir=tmp / "models", epochs=10)
+                               model_dir=tmp / "models", epochs=10, extra={"model.members": members})
     model = load_artifact_dir(path)
     meta["train_seconds"] = round(time.monotonic() - t0, 1)
     decoder = Decoder(SchemaConfig(**bl.DEMO_SCHEMA))
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=int, default=13,
                    help="--data gaussian: window features (13 = the flow schema's record windows: 5 numeric + 2 x 4 "
                         "buckets)")
+    p.add_argument("--members", type=int, default=1,
+                   help="autoencoders in the model (model.members): what an ensemble costs per window")
     p.add_argument("--min-seconds", type=float, default=0.3, help="timing per cell and round: calls until this long")
     p.add_argument("--repeats", type=int, default=3, help="rounds over the whole grid; each cell keeps its best")
     p.add_argument("--max-entries", type=float, default=1.5e8,
@@ -124,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = str(keras.backend.backend())
     meta = {**bl.machine_meta(), "blas_threads": _blas_threads(), "keras_backend": backend, "keras": keras.__version__, "features": args.features,
-            "hidden": [64, 32], "latent_dim": 8, "k": 10, "batches": batches, "reservoirs": reservoirs}
+            "hidden": [64, 32], "latent_dim": 8, "members": args.members, "k": 10, "batches": batches, "reservoirs": reservoirs}
     bl.say(f"model: keras backend {backend}, {args.features} features, batches {batches}, reservoirs "
            f"{reservoirs}, {meta['cores']} cores, load {meta['load_avg_at_start']}")
     rng = np.random.default_rng(0)
     if args.data == "flows":
-        embedder, normalizer, x_all, x_pool = flow_model(max(batches), max(reservoirs), meta)
+        embedder, normalizer, x_all, x_pool = flow_model(max(batches), max(reservoirs), meta, args.members)
     else:
-        embedder = Embedder(build_autoencoder(args.features, hidden=[64, 32], latent_dim=8, noise_std=0.1, seed=7))
+        embedder = Embedder(build_autoencoder(args.features, hidden=[64, 32], latent_dim=8, noise_std=0.1, seed=7,
+                                              members=args.members))
         x_all = rng.lognormal(2.0, 1.0, size=(max(batches), args.features))
         normalizer = Normalizer.fit(x_all[:5000], [f"f{i}" for i in range(args.features)])
         x_pool = None
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     def reservoir_data(m: int) -> Any:
         if z_pool is not None:
             return z_pool[:m].astype(np.float32)
-        return rng.normal(size=(m, 8)).astype(np.float32)
+        return rng.normal(size=(m, embedder.latent_dim)).astype(np.float32)
 
     # Trace the compiled call for every padded size first (a running detector has).
     from workers import warm_up
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     z_all, _ = embedder.embed(xn_all)
     stores = {}
     for m in reservoirs:
-        res = Reservoir(m, 8, seed=1)
+        res = Reservoir(m, embedder.latent_dim, seed=1)
         res.add(reservoir_data(m))
         stores[m] = res
     dets: dict[int, Any] = {}

@@ -114,8 +114,6 @@ TELEMETRY_VARIANTS = {
        for n in (10, 100)},
     # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
     "seasonal-day": {"detector.seasonal_period_s": 86400},
-    # the input baselines judge log-compressed columns on a log scale
-    "input-log": {"detector.input_log": True},
     "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
     "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},
     "seasonal-day-b96": {"detector.seasonal_period_s": 86400, "detector.seasonal_buckets": 96},

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "SeasonalBaseline", "significance",
-           "signed_log1p", "tail_scale"]
+           "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -275,12 +275,6 @@ def _raw_windows(who: str, x: np.ndarray, n_features: int) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != n_features:
         raise ValueError(f"{who}: expected {n_features} features, got shape {x.shape}")
     return x
-
-
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """``sign(x) * log(1 + |x|)``: ``log1p`` on non-negative values, and a value below 0 (never
-    seen in a non-negative column's training) still lands below every one of them."""
-    return np.sign(x) * np.log1p(np.abs(x))
 
 
 def _max_z_tail(z: np.ndarray) -> np.ndarray:

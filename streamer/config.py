@@ -223,13 +223,6 @@ class DetectorConfig:
         "echo as a false alarm at the same phase one period later; it then also learns a lasting change more slowly "
         "(NAB: far more false alarms, see README). 0: unclipped.",
     )
-    input_log: bool = _f(
-        False,
-        "Input and seasonal baselines judge the columns the model's normalizer log-compresses (non-negative and "
-        "skewed in training: counts and bursty rates) on a signed log scale, sign(x)*log(1+|x|), starting from the "
-        "training windows' log-scale mean and variance: a burst in a bursty series is judged against its usual "
-        "bursts, not against a normal spread it routinely exceeds. Other columns stay raw.",
-    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "

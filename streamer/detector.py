@@ -11,15 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import (
-    AlertCooldown,
-    Calibrator,
-    EntityBaseline,
-    InputBaseline,
-    SeasonalBaseline,
-    significance,
-    signed_log1p,
-)
+from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import new_event_columns
@@ -52,16 +44,10 @@ class Scored:
             self.significance = significance(self.p_value, self.entity_p, input_p=self.input_p)
 
 
-def input_prior(model: ModelArtifact, *, log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the model's raw training windows, where an input baseline starts: from
     ``scoring.json`` (written since the input baseline exists), else from the model card's rounded
-    ``feature_mean`` and ``feature_std``. ``log``: of the training windows with the columns the
-    normalizer log-compresses on the signed log scale (``detector.input_log``)."""
-    if log:
-        if "input_log_mean" not in model.scoring:
-            raise ValueError(f"model {model.version} has no log-scale training statistics: retrain it to use "
-                             "detector.input_log")
-        return np.asarray(model.scoring["input_log_mean"]), np.asarray(model.scoring["input_log_var"])
+    ``feature_mean`` and ``feature_std``."""
     if "input_mean" in model.scoring:
         return np.asarray(model.scoring["input_mean"]), np.asarray(model.scoring["input_var"])
     data = model.card.get("data", {})
@@ -89,15 +75,11 @@ class Detector:
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
-        self.input_baseline = self.seasonal = self.input_log = None
+        self.input_baseline = self.seasonal = None
         if cfg.input_baseline or cfg.seasonal_period_s:
             # each event's raw features once: the columns of the events new to each window
             self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
-            # the judged columns the normalizer log-compresses, judged on a log scale (detector.input_log)
-            self.input_log = model.normalizer.log[self.input_cols] if cfg.input_log else None
-            if self.input_log is not None and not self.input_log.any():
-                self.input_log = None
-            mean, var = input_prior(model, log=self.input_log is not None)
+            mean, var = input_prior(model)
             mean, var = mean[self.input_cols], var[self.input_cols]
             if cfg.input_baseline:
                 self.input_baseline = InputBaseline(mean, var, horizon=cfg.input_baseline)
@@ -116,15 +98,11 @@ class Detector:
         depend on its model: the input and seasonal baselines (they judge raw values, and a
         seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
         incidents (significances are comparable across models). The entity baseline judges the
-        model's own score and restarts from the new calibration, as the raw-value baselines do when
-        ``detector.input_log`` has the two models judge other columns on the log scale (their
-        states would not compare). Both detectors build the same windows
-        (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
-        same_scale = (self.input_log is None and old.input_log is None) or (
-            self.input_log is not None and old.input_log is not None and np.array_equal(self.input_log, old.input_log))
-        if self.input_baseline is not None and old.input_baseline is not None and same_scale:
+        model's own score and restarts from the new calibration. Both detectors build the same
+        windows (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
+        if self.input_baseline is not None and old.input_baseline is not None:
             self.input_baseline = old.input_baseline
-        if self.seasonal is not None and old.seasonal is not None and same_scale:
+        if self.seasonal is not None and old.seasonal is not None:
             self.seasonal = old.seasonal
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
@@ -154,8 +132,6 @@ class Detector:
         # (the baselines define __len__: test them for None, not truthiness)
         if entity is not None and (self.input_baseline is not None or self.seasonal is not None):
             x_in = x_raw[:, self.input_cols]  # the raw features both input baselines judge, taken once
-            if self.input_log is not None:
-                x_in = np.where(self.input_log, signed_log1p(x_in), x_in)
             if self.input_baseline is not None:
                 q_in = self.input_baseline.update(entity, x_in)
             if self.seasonal is not None and t_ms is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.calibrate import Calibrator, signed_log1p
+from streamer.calibrate import Calibrator
 from streamer.config import StreamerConfig
 from streamer.decode import Decoder
 from streamer.errors import StreamerError
@@ -264,14 +264,11 @@ def fit_on_windows(
         },
         "environment": {"python": platform.python_version(), "keras_backend": _backend()},
     }
-    log_tr = np.where(normalizer.log, signed_log1p(x_tr), x_tr)
     scoring = {"k": k, "recon_weight": w, "knn_scale": knn_scale, "recon_scale": recon_scale,
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names,
                # where a per-entity input baseline starts (detector.input_baseline)
-               "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist(),
-               # and on the log scale of the columns the normalizer log-compresses (detector.input_log)
-               "input_log_mean": log_tr.mean(axis=0).tolist(), "input_log_var": log_tr.var(axis=0).tolist()}
+               "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist()}
     return Candidate(cfg=cfg, embedder=embedder, normalizer=normalizer, reservoir_seed=seed, calibration=s_va,
                      scoring=scoring, card=card)
 

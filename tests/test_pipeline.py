@@ -286,48 +286,6 @@ def test_input_baseline_prior_from_the_model_or_its_card(model):
         input_prior(bare)
 
 
-def test_input_log_judges_log_compressed_columns_on_the_log_scale(model, trained_model, flows):
-    from streamer.calibrate import InputBaseline, signed_log1p
-    from streamer.detector import input_prior
-
-    base = dataclasses.replace(trained_model["cfg"].detector, input_baseline=100)
-    cfg = dataclasses.replace(base, input_log=True)
-    pipe, results, (_, q_log, sig, flags, entities) = scored_columns(model, cfg, flows, "input_p")
-    det = pipe.detector
-    log = model.normalizer.log[det.input_cols]
-    assert log.any() and not log.all()  # bursty flow counts are log-compressed, other columns are not
-    np.testing.assert_array_equal(det.input_log, log)
-    # the same baseline fed by hand: log-compressed columns on the signed log scale, from the log prior
-    mean, var = input_prior(model, log=True)
-    by_hand = InputBaseline(mean[det.input_cols], var[det.input_cols], horizon=100)
-    x = np.concatenate([r.windows.x for r in results if r.scored is not None])[:, det.input_cols]
-    expect = by_hand.update(entities, np.where(log, signed_log1p(x), x))
-    np.testing.assert_allclose(q_log, expect)
-    np.testing.assert_array_equal(flags, sig < cfg.alpha)
-    # and not what the raw values give
-    _, _, (_, q_raw, _, _, _) = scored_columns(model, base, flows, "input_p")
-    assert not np.allclose(q_log, q_raw)
-    assert Pipeline(model, base).detector.input_log is None
-    # a model trained before detector.input_log existed cannot start it
-    old = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if not k.startswith("input_log")})
-    with pytest.raises(ValueError, match="retrain it to use detector.input_log"):
-        Pipeline(old, cfg)
-
-
-def test_hot_swap_restarts_the_input_baselines_when_the_log_scale_changes(model, trained_model, flows):
-    cfg = dataclasses.replace(trained_model["cfg"].detector, input_baseline=100, input_log=True)
-    pipe = Pipeline(model, cfg)
-    pipe.process(flow_records(flows["test"])[:BATCH])
-    before = pipe.detector
-    same = dataclasses.replace(model, version="v2")
-    pipe.swap_model(same)
-    assert pipe.detector.input_baseline is before.input_baseline
-    # a retrained normalizer that log-compresses other columns: the old state is on another scale
-    other = dataclasses.replace(model.normalizer, log=~model.normalizer.log)
-    pipe.swap_model(dataclasses.replace(model, version="v3", normalizer=other))
-    assert pipe.detector.input_baseline is not before.input_baseline and len(pipe.detector.input_baseline) == 0
-
-
 def test_input_baseline_judges_each_event_once_in_count_windows():
     from types import SimpleNamespace
 
