@@ -159,6 +159,10 @@ def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
         "window.slide": 1,
         "model.latent_dim": 16,
         "model.scale_std_floor": False,
+        # An ensemble of three autoencoders, chosen the same way (validation PR-AUC 0.382 / 0.427 with
+        # one, 0.386 / 0.435 with three, on the short and incident validations; false-alarm rate
+        # 0.015 / 0.012 with three). Small gains, under a rule written before the runs (up on both).
+        "model.members": 3,
         # Per-machine adaptive calibration, horizon chosen the same way (validation PR-AUC 0.344 off,
         # 0.353 / 0.363 / 0.370 / 0.334 at 300 / 1,000 / 3,000 / 10,000 windows); its short span is
         # the default 3, chosen here too (with the p-value tail: 0.401 / 0.403 / 0.395 / 0.342 at
