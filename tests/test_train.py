@@ -136,9 +136,10 @@ def test_too_little_data(tmp_path, flows):
     assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
 
 
-def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows):
+def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows, trained_model):
     """``model.members=2``: one artifact holding two autoencoders; the reservoir and the
-    calibration live in their joint latent space; the pipeline alerts on both attack hosts."""
+    calibration live in their joint latent space; the pipeline alerts on both attack hosts, and a
+    detector running a single autoencoder hot-swaps to it between two batches."""
     from collections import Counter
 
     from streamer.pipeline import Pipeline
@@ -159,3 +160,11 @@ def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows):
     windows = sum(len(r.windows) for r in results if r.scored is not None)
     others = sum(n for e, n in by_entity.items() if e not in ("10.0.0.19", "10.0.0.18"))
     assert others <= max(3, 0.03 * windows), by_entity
+    # a hot swap from one autoencoder to the ensemble (another latent width) mid-stream
+    single = Pipeline(load_artifact_dir(trained_model["path"]), cfg.detector)
+    single.process(records[:700])
+    single.swap_model(art)
+    assert single.model_version == art.version and single.detector.reservoir.dim == 2 * cfg.model.latent_dim
+    rest = [single.process(records[lo:lo + 700]) for lo in range(700, len(records), 700)] + [single.flush()]
+    assert sum(len(r.windows) for r in rest if r.scored is not None) > 0
+    assert all(np.isfinite(r.scored.score).all() for r in rest if r.scored is not None)
