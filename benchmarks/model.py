@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = str(keras.backend.backend())
     meta = {**bl.machine_meta(), "blas_threads": _blas_threads(), "keras_backend": backend, "keras": keras.__version__, "features": args.features,
-            "hidden": [64, 32], "latent_dim": 8, "members": args.members, "k": 10, "batches": batches, "reservoirs": reservoirs}
+            "hidden": [64, 32], "latent_dim": 8, "members": args.members, "k": 10, "batches": batches,
+            "reservoirs": reservoirs}
     bl.say(f"model: keras backend {backend}, {args.features} features, batches {batches}, reservoirs "
            f"{reservoirs}, {meta['cores']} cores, load {meta['load_avg_at_start']}")
     rng = np.random.default_rng(0)

@@ -60,6 +60,9 @@ from streamer.evaluate import evaluate_series  # noqa: E402
 from streamer.normalize import SKEW_FOR_LOG  # noqa: E402
 from streamer.records import Record  # noqa: E402
 
+# the NAB-like long streams carved from SMD's training split (all of them, or the bursty ones)
+NAB_LONG = ("nab-long", "nab-skewed")
+
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "no-feature-error-norm": {"model.feature_error_norm": False},
@@ -77,10 +80,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise-0.3": {"model.noise_std": 0.3},
     "latent-4": {"model.latent_dim": 4},
     "hidden-64-32": {"model.hidden": [64, 32]},
-    "members-3": {"model.members": 3},
-    "members-5": {"model.members": 5},
     "hidden-128-64": {"model.hidden": [128, 64]},
     "hidden-256-128": {"model.hidden": [256, 128]},
+    "members-3": {"model.members": 3},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     "hash-buckets-64": {"schema.hash_buckets": 64},
@@ -275,7 +277,9 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
         for j in np.argsort(-x.std(axis=0), kind="stable"):
             if len(taken) == per_machine:
                 break
-            if not eligible[j] or x[:, j].std() == 0 or any(abs(np.corrcoef(x[:, j], x[:, i])[0, 1]) > 0.99 for i in taken):
+            if not eligible[j] or x[:, j].std() == 0:
+                continue
+            if any(abs(np.corrcoef(x[:, j], x[:, i])[0, 1]) > 0.99 for i in taken):
                 continue
             taken.append(int(j))
         for j in taken:
@@ -374,7 +378,7 @@ def _line(fig: dict[str, float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab", "nab-long", "nab-skewed"], required=True)
+    ap.add_argument("--dataset", choices=["nsl-kdd", "smd", "nab", *NAB_LONG], required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma separated subset of variant names")
@@ -390,7 +394,7 @@ def main() -> int:
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
     root = datasets.dataset_root(args.root)
-    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", "nab-long", "nab-skewed") else {}))
+    variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", *NAB_LONG) else {}))
     if args.variants:
         variants = {k: variants[k] for k in args.variants.split(",")}
     peers = [p for p in args.peers.split(",") if p]
@@ -424,7 +428,7 @@ def main() -> int:
                 cats: list[str] = []
                 seeded = ov if seed is None else {**ov, "model.seed": seed}
                 runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
-                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset in ("nab-long", "nab-skewed")))
+                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset in NAB_LONG))
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
                 fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])

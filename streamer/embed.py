@@ -61,11 +61,11 @@ def build_autoencoder(
     """A dense, denoising autoencoder ``x -> z -> x_hat`` (trains on ``x_hat``).
 
     With ``members`` > 1, an ensemble: that many autoencoders of the same shape side by side in one
-    model, each from its own initialisation (and noise), sharing no weight. ``latent`` is their
-    latent vectors side by side (``members * latent_dim``) and ``reconstruction`` their
-    reconstructions side by side (``members * n_inputs``); trained against the input repeated
-    ``members`` times, each member learns on its own (the loss is the mean of theirs, and no
-    gradient crosses from one to another)."""
+    model, each from its own initialisation (and noise), sharing no weight. Member ``i``'s layers
+    carry the prefix ``m<i>_`` (its latent layer is ``m<i>_latent``; :class:`Embedder` joins them),
+    and ``reconstruction`` is the members' reconstructions side by side (``members * n_inputs``).
+    Trained against the input repeated ``members`` times, each member learns on its own: the loss
+    is the mean of theirs, and no gradient crosses from one to another."""
     if members < 1:
         raise ValueError(f"an autoencoder needs at least one member, got {members}")
     keras.utils.set_random_seed(seed)
@@ -78,11 +78,10 @@ def build_autoencoder(
             h = keras.layers.GaussianNoise(noise_std, seed=seed + m, name=f"{tag}denoise")(h)
         for i, width in enumerate(hidden):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
-        z = keras.layers.Dense(latent_dim, name=LATENT_LAYER if members == 1 else f"{tag}latent")(h)
-        h = z
+        h = keras.layers.Dense(latent_dim, name=LATENT_LAYER if members == 1 else f"{tag}{LATENT_LAYER}")(h)
         for i, width in enumerate(reversed(hidden)):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
-        outputs.append(keras.layers.Dense(n_inputs, name=RECON_LAYER if members == 1 else f"{tag}reconstruction")(h))
+        outputs.append(keras.layers.Dense(n_inputs, name=RECON_LAYER if members == 1 else f"{tag}{RECON_LAYER}")(h))
     if members == 1:
         return keras.Model(inputs, outputs[0], name="autoencoder")
     return keras.Model(inputs, keras.layers.Concatenate(name=RECON_LAYER)(outputs), name="autoencoder")
