@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer import datasets, metrics, nab  # noqa: E402
 from streamer.config import load_config  # noqa: E402
 from streamer.evaluate import evaluate_series  # noqa: E402
-from streamer.normalize import SKEW_FOR_LOG  # noqa: E402
+from streamer.normalize import log_compressed  # noqa: E402
 from streamer.records import Record  # noqa: E402
 
 # the NAB-like long streams carved from SMD's training split (all of them, or the bursty ones)
@@ -242,13 +242,6 @@ def nab_validation(root: Path, seed: int) -> datasets.Dataset:
     return datasets.Dataset("nab-validation", ds.overrides, iter(out), len(out))
 
 
-def _probation_skewness(x: np.ndarray) -> np.ndarray:
-    """Sample skewness of each column of ``x`` over NAB's probationary period (its first rows)."""
-    p = x[:datasets.nab_probation(len(x))]
-    sd = p.std(axis=0)
-    return np.where(sd > 0, ((p - p.mean(axis=0)) ** 3).mean(axis=0) / np.maximum(sd, 1e-12) ** 3, 0.0)
-
-
 def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: bool = False) -> datasets.Dataset:
     """NAB-like long univariate streams carved from SMD's TRAINING split (no NAB file and no SMD
     test row is read): per machine, its ``per_machine`` most variable metrics (a near-copy of one
@@ -260,9 +253,8 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
     the values of 12 hours earlier (each value normal for some time of day, not for this one).
 
     ``skewed`` (``nab-skewed``): the same, from each machine's most variable metrics among those
-    that are non-negative and skewed over the probation as the normalizer log-compresses (skewness
-    above ``SKEW_FOR_LOG``), the bursty kind of series that nab-long lacks (its skewness stays
-    below 2)."""
+    the normalizer would log-compress over the probation (non-negative, skewness above 3), the
+    bursty kind of series that nab-long lacks (its skewness stays below 2)."""
     base = root / "smd"
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))
     rng = np.random.default_rng(seed)
@@ -271,7 +263,7 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
         tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
         n5 = len(tr) // 5 * 5
         x = tr[:n5].reshape(-1, 5, tr.shape[1]).mean(axis=1)
-        eligible = ((_probation_skewness(x) > SKEW_FOR_LOG) & (x.min(axis=0) >= 0) if skewed
+        eligible = (log_compressed(x[:datasets.nab_probation(len(x))]) if skewed
                     else np.ones(x.shape[1], dtype=bool))
         taken: list[int] = []
         for j in np.argsort(-x.std(axis=0), kind="stable"):

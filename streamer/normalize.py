@@ -12,13 +12,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Normalizer"]
+__all__ = ["Normalizer", "log_compressed"]
 
 # A column is log-compressed when it is non-negative and its sample skewness exceeds this: a
 # log-normal with sigma ~0.8 has skewness ~3, the point where linear scaling wastes the model's range.
 SKEW_FOR_LOG = 3.0
 # Normalized values are clipped here: far outside anything seen in training, still finite in float32.
 CLIP = 100.0
+
+
+def log_compressed(x: np.ndarray) -> np.ndarray:
+    """Which columns of ``x`` (rows of training windows) a normalizer fitted on them log-compresses,
+    binary columns aside: non-negative ones whose sample skewness exceeds ``SKEW_FOR_LOG``."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    skew = np.where(std > 0, ((x - mean) ** 3).mean(axis=0) / np.maximum(std, 1e-12) ** 3, 0.0)
+    return (x.min(axis=0) >= 0) & (skew > SKEW_FOR_LOG)
 
 
 @dataclass
@@ -37,10 +46,7 @@ class Normalizer:
             raise ValueError(f"need at least 2 training windows to fit a normalizer, got shape {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("training windows contain NaN or infinity")
-        mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        skew = np.where(std > 0, ((x - mean) ** 3).mean(axis=0) / np.maximum(std, 1e-12) ** 3, 0.0)
-        log = (x.min(axis=0) >= 0) & (skew > SKEW_FOR_LOG)
+        log = log_compressed(x)
         t = np.where(log, np.log1p(np.maximum(x, 0)), x)
         center = np.median(t, axis=0)
         q75, q25 = np.percentile(t, [75, 25], axis=0)

@@ -114,3 +114,14 @@ def test_fit_rejects_non_finite_training_data():
         Normalizer.fit(np.array([[1.0], [np.inf], [2.0]]), ["a"])
     with pytest.raises(ValueError, match="NaN or infinity"):
         Normalizer.fit(np.array([[1.0], [np.nan], [2.0]]), ["a"])
+
+
+def test_log_compressed_is_the_rule_fit_applies():
+    from streamer.normalize import log_compressed
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.lognormal(0, 1.5, 2000),   # non-negative, skewed: compressed
+                         rng.normal(0, 1, 2000),         # symmetric: not
+                         -rng.lognormal(0, 1.5, 2000)])  # skewed the other way, negative: not
+    np.testing.assert_array_equal(log_compressed(x), [True, False, False])
+    np.testing.assert_array_equal(Normalizer.fit(x, ["a", "b", "c"]).log, log_compressed(x))

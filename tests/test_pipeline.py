@@ -40,6 +40,7 @@ def run(pipe: Pipeline, records: list[Record] | None = None, *, batches: list[li
         "alerts": [a for r in results for a in r.alerts],
         "dead": [d for r in results for d in r.dead],
         "windows": WindowBatch.concat([r.windows for r in scored], n_feat),
+        "score": np.concatenate([r.scored.score for r in scored]),
         "p": np.concatenate([r.scored.p_value for r in scored]),
         "alert_flags": np.concatenate([r.scored.alert for r in scored]),
     }
@@ -270,6 +271,40 @@ def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, traine
     pipe, swapped = q_in_after_half(swap=True)
     assert pipe.model_version == "v2" and len(swapped) > 100
     np.testing.assert_array_equal(swapped, kept)
+
+
+def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows, trained_model):
+    """``model.members=2``: one artifact holding two autoencoders; the reservoir and the
+    calibration live in their joint latent space; the pipeline alerts on both attack hosts, and a
+    detector running a single autoencoder hot-swaps to it between two batches."""
+    import json
+
+    from conftest import make_config
+
+    from streamer.train import train_model
+
+    cfg = make_config(tmp_path, **{"model.members": 2})
+    path = train_model(cfg, flow_records(flows["train"]), source="test flows", show_progress=False)
+    card = json.loads((path / "card.json").read_text())
+    assert card["training"]["members"] == 2
+    art = load_artifact_dir(path)
+    assert art.embedder.members == 2 and art.embedder.latent_dim == 2 * cfg.model.latent_dim
+    assert art.reservoir_seed.shape[1] == 2 * cfg.model.latent_dim
+    assert np.isfinite(art.calibration).all()
+    records = flow_records(flows["test"])
+    out = run(Pipeline(art, cfg.detector), records)
+    by_entity = Counter(a["entity"] for a in out["alerts"])
+    assert by_entity[SCAN] >= 1 and by_entity[EXFIL] >= 1, by_entity
+    others = sum(n for e, n in by_entity.items() if e not in (SCAN, EXFIL))
+    assert others <= max(3, 0.03 * len(out["windows"])), by_entity
+    # a hot swap from one autoencoder to the ensemble (another latent width) mid-stream
+    single = Pipeline(load_artifact_dir(trained_model["path"]), cfg.detector)
+    batches = chunks(records)
+    single.process(batches[0])
+    single.swap_model(art)
+    assert single.model_version == art.version and single.detector.reservoir.dim == 2 * cfg.model.latent_dim
+    rest = run(single, batches=batches[1:])
+    assert len(rest["windows"]) > 0 and np.isfinite(rest["score"]).all()
 
 
 def test_input_baseline_prior_from_the_model_or_its_card(model):
