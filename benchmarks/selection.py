@@ -115,6 +115,8 @@ TELEMETRY_VARIANTS = {
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
+    "incident-gap-5": {"detector.incident_gap": 5},
+    "incident-gap-10": {"detector.incident_gap": 10},
     "seasonal-day": {"detector.seasonal_period_s": 86400},
     "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
     "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},

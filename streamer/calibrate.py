@@ -394,22 +394,35 @@ class SeasonalBaseline(_PerEntity):
 
 
 class AlertCooldown(_PerEntity):
-    """Incident grouping per entity: a window *repeats* its entity's open incident when one of that
-    entity's previous ``windows`` windows was at least as significant (a significance at most its
-    own). Only the others alert: the onset of an incident, and each escalation past its worst
-    window so far; a lasting anomaly does not alert on every window it spans.
+    """Incident grouping per entity, by two rules (either, or both):
 
-    The rule does not depend on alpha, so a ranking of the windows that are not repeats (and any
-    threshold on it) groups the same way. State: the last ``windows`` significances of each entity,
-    at most ``max_entities`` entities (the least recently seen are forgotten first).
+    * ``windows`` (the cooldown): a window *repeats* its entity's open incident when one of that
+      entity's previous ``windows`` windows was at least as significant (a significance at most its
+      own). Only the others alert: the onset of an incident, and each escalation past its worst
+      window so far; a lasting anomaly does not alert on every window it spans. This rule does not
+      depend on alpha, so a ranking of the windows that are not repeats (and any threshold on it)
+      groups the same way.
+    * ``gap`` (incident gap): a window also repeats when its entity had a *significant* window
+      (significance below ``alpha``, alerting or not) among its previous ``gap`` windows: significant
+      windows closer than that form one incident, which alerts at its first window only, however
+      much worse it gets (no escalation alerts).
+
+    State: the last ``windows`` significances of each entity and the distance to its last significant
+    window, at most ``max_entities`` entities (the least recently seen are forgotten first).
     """
 
-    def __init__(self, windows: int, *, max_entities: int = 200_000) -> None:
-        if windows < 1 or max_entities < 1:
-            raise ValueError("alert cooldown: windows >= 1 and max_entities >= 1 are needed")
+    def __init__(self, windows: int, *, gap: int = 0, alpha: float = 0.0, max_entities: int = 200_000) -> None:
+        if windows < 0 or gap < 0 or windows + gap < 1 or max_entities < 1:
+            raise ValueError("alert cooldown: windows >= 0 and gap >= 0, one of them >= 1, and max_entities >= 1 "
+                             "are needed")
+        if gap and not 0.0 < alpha < 1.0:
+            raise ValueError(f"alert cooldown: an incident gap needs the alert level alpha in (0, 1), got {alpha}")
         self.windows = windows
-        # per entity: the last `windows` significances (a ring, +inf where none yet), then its cursor
-        self._rows = _EntityRows(np.r_[np.full(windows, np.inf), 0.0], max_entities)
+        self.gap = gap
+        self.alpha = alpha
+        # per entity: the last `windows` significances (a ring, +inf where none yet), its cursor, then
+        # how many windows ago its last significant window was (+inf: none yet)
+        self._rows = _EntityRows(np.r_[np.full(windows, np.inf), 0.0, np.inf], max_entities)
 
     def update(self, entity: np.ndarray, sig: np.ndarray) -> np.ndarray:
         """Which windows of a batch (in stream order) repeat an open incident of their entity."""
@@ -418,10 +431,14 @@ class AlertCooldown(_PerEntity):
         w = self.windows
         for rows, s in self._rows.by_rank(entity):
             st = self._rows.state
-            repeat[rows] = st[s, :w].min(axis=1) <= sig[rows]
-            cursor = st[s, w].astype(np.int64)
-            st[s, cursor] = sig[rows]
-            st[s, w] = (cursor + 1) % w
+            if w:
+                repeat[rows] = st[s, :w].min(axis=1) <= sig[rows]
+                cursor = st[s, w].astype(np.int64)
+                st[s, cursor] = sig[rows]
+                st[s, w] = (cursor + 1) % w
+            if self.gap:
+                repeat[rows] |= st[s, w + 1] <= self.gap
+                st[s, w + 1] = np.where(sig[rows] < self.alpha, 1.0, st[s, w + 1] + 1.0)
         return repeat
 
 

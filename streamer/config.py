@@ -230,6 +230,13 @@ class DetectorConfig:
         "again only when it gets worse. The retrainer still counts those windows as alerts (never as normal "
         "training data). Memory: this many numbers per entity. 0: off (every significant window alerts).",
     )
+    incident_gap: int = _f(
+        0,
+        "Incident grouping by gap: when > 0, a window whose entity had a significant window (significance below "
+        "alpha, alerting or not) among its previous this many windows belongs to that incident and does not alert: "
+        "an incident alerts at its first window only, with no alert when it gets worse. Works alone or with "
+        "`alert_cooldown` (a window repeating by either rule stays silent). Memory: one number per entity. 0: off.",
+    )
     entity_baseline_short: int = _f(
         3,
         "Windows averaged (exponentially) into the score an entity baseline judges: more smooths single-window "
@@ -368,6 +375,8 @@ class StreamerConfig:
             raise ConfigError("detector.seasonal_horizon", "a number of windows >= 2", d.seasonal_horizon)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
+        if not 0 <= d.incident_gap <= 10_000:
+            raise ConfigError("detector.incident_gap", "0 (off) or a number of windows up to 10,000", d.incident_gap)
         if d.entity_baseline_short < 1:
             raise ConfigError("detector.entity_baseline_short", "a number of windows >= 1", d.entity_baseline_short)
         if d.knn_threads == 0 or d.knn_threads < -1:

@@ -35,8 +35,8 @@ class Scored:
     # :func:`streamer.calibrate.significance`).
     significance: np.ndarray | None = None
     input_p: np.ndarray | None = None  # tail probability of the inputs against the entity's recent ones (when on)
-    # With an alert cooldown: windows repeating an open incident of their entity (never alerts,
-    # significant or not; see streamer.calibrate.AlertCooldown).
+    # With an alert cooldown or an incident gap: windows repeating an open incident of their entity
+    # (never alerts, significant or not; see streamer.calibrate.AlertCooldown).
     repeat: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -87,7 +87,8 @@ class Detector:
                 self.seasonal = SeasonalBaseline(mean, var, period_s=cfg.seasonal_period_s,
                                                  buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon,
                                                  clip=cfg.seasonal_clip)
-        self.cooldown = AlertCooldown(cfg.alert_cooldown) if cfg.alert_cooldown else None
+        self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
+                         if cfg.alert_cooldown or cfg.incident_gap else None)
 
     @property
     def version(self) -> str:

@@ -372,6 +372,45 @@ def test_alert_cooldown_hand_computed():
         AlertCooldown(0)
 
 
+def test_incident_gap_hand_computed():
+    c = AlertCooldown(0, gap=2, alpha=0.01)
+    ent = np.array(["a"] * 7)
+    sig = np.array([0.5, 0.001, 0.0001, 0.5, 0.5, 0.005, 0.5])
+    # 0.5: first; 0.001: significant, none before: alerts; 0.0001 (worse, 1 after a significant
+    # one): repeats all the same (no escalation alert); 0.5, 0.5: 1 and 2 windows after it: inside
+    # the gap; 0.005: 3 after the last significant one: a new incident; 0.5: inside its gap
+    assert c.update(ent, sig).tolist() == [False, False, True, True, True, False, True]
+    # the gap counts windows, significant or not: 0.009 two windows after 0.005 repeats
+    assert c.update(ent[:1], np.array([0.009])).tolist() == [True]
+    # a significance of exactly alpha does not alert, so it does not open an incident either
+    d = AlertCooldown(0, gap=5, alpha=0.01)
+    assert d.update(ent[:2], np.array([0.01, 0.002])).tolist() == [False, False]
+    # with a cooldown too, a window repeats by either rule: 0.004 is 4 windows after the last
+    # significant one (past the gap of 2) but the cooldown of 4 holds the more significant 0.001
+    both = AlertCooldown(4, gap=2, alpha=0.01)
+    assert both.update(ent[:5], np.array([0.001, 0.5, 0.5, 0.5, 0.004])).tolist() == [False, True, True, True, True]
+    for bad in ({"gap": -1}, {"gap": 3}, {"gap": 3, "alpha": 1.0}):  # no alpha: no significance to group on
+        with pytest.raises(ValueError):
+            AlertCooldown(0, **bad)
+
+
+def test_incident_gap_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(4)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=600)
+    sig = rng.uniform(size=600) ** 4
+    whole = AlertCooldown(0, gap=6, alpha=0.05).update(ent, sig)
+    split = AlertCooldown(0, gap=6, alpha=0.05)
+    parts = np.concatenate([split.update(ent[lo:lo + 17], sig[lo:lo + 17]) for lo in range(0, 600, 17)])
+    np.testing.assert_array_equal(parts, whole)
+    # by the definition, one entity at a time: a repeat iff one of its previous 6 was significant
+    for e in "abc":
+        s = sig[ent == e]
+        expect = [bool((s[max(0, i - 6):i] < 0.05).any()) for i in range(len(s))]
+        assert whole[ent == e].tolist() == expect
+    alerts = (sig < 0.05) & ~whole
+    assert 0 < alerts.sum() < (sig < 0.05).sum()
+
+
 def test_alert_cooldown_keeps_entities_apart_and_batches_do_not_matter():
     rng = np.random.default_rng(3)
     ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=500)

@@ -272,6 +272,8 @@ def test_bad_hop():
         ({"detector.entity_baseline_short": 0}, "detector.entity_baseline_short"),
         ({"detector.alert_cooldown": -1}, "detector.alert_cooldown"),
         ({"detector.alert_cooldown": 10_001}, "detector.alert_cooldown"),
+        ({"detector.incident_gap": -1}, "detector.incident_gap"),
+        ({"detector.incident_gap": 10_001}, "detector.incident_gap"),
         ({"detector.seasonal_period_s": -1}, "detector.seasonal_period_s"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),

@@ -157,19 +157,21 @@ def test_eval_with_baselines_ranks_on_the_significance(tmp_path, seed, baselines
     assert fig["false_alarm_rate"] <= 0.05
 
 
-def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path):
+# the incident gap is under the 170 rows between the two spikes (with 200 it would merge them)
+@pytest.mark.parametrize("grouping, windows", [("alert_cooldown", 200), ("incident_gap", 100)])
+def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path, grouping, windows):
     f = tmp_path / "sensor.csv"
     _series_csv(f, 5)
     runs = {}
-    for cooldown in (0, 200):
+    for cooldown in (0, windows):
         sub = tmp_path / f"c{cooldown}"
         sub.mkdir()
         out = sub / "r.json"
         assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
                      "--detectors", "streamer", "--json", str(out), "--plots", str(sub), *FAST,
-                     "--set", f"detector.alert_cooldown={cooldown}"]) == 0
+                     "--set", f"detector.{grouping}={cooldown}"]) == 0
         runs[cooldown] = json.loads(out.read_text())["sensor"]["streamer"]
-    plain, grouped = runs[0], runs[200]
+    plain, grouped = runs[0], runs[windows]
     # both 30- and 10-row spikes still alert (at their onset), with fewer alerts inside them
     assert grouped["event_recall"] == plain["event_recall"] == 1.0
     assert grouped["recall"] < plain["recall"]

@@ -346,3 +346,21 @@ def test_alert_cooldown_groups_alerts_into_incidents(model, trained_model, flows
     alerts = [a for r in results for a in r.alerts]
     assert len(alerts) == flags.sum()
     assert len(pipe.detector.cooldown) == len(set(entities))
+
+
+def test_incident_gap_alerts_once_per_run_of_significant_windows(model, trained_model, flows, clean_run):
+    gap = 20
+    cfg = dataclasses.replace(trained_model["cfg"].detector, incident_gap=gap)
+    pipe, results, (p, repeat, sig, flags, entities) = scored_columns(model, cfg, flows, "repeat")
+    np.testing.assert_array_equal(sig, clean_run["p"])
+    significant = sig < cfg.alpha
+    np.testing.assert_array_equal(flags, significant & ~repeat)
+    assert 0 < flags.sum() < significant.sum()
+    # per entity (windows in stream order): an alert only where none of its previous `gap` windows
+    # was significant, and every significant window after such a stretch alerts
+    for e in set(entities):
+        mine = entities == e
+        s, f = significant[mine], flags[mine]
+        quiet = np.array([not s[max(0, i - gap):i].any() for i in range(len(s))], dtype=bool)
+        np.testing.assert_array_equal(f, s & quiet)
+    assert len([a for r in results for a in r.alerts]) == flags.sum()
