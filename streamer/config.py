@@ -235,7 +235,9 @@ class DetectorConfig:
         "Incident grouping by gap: when > 0, a window whose entity had a significant window (significance below "
         "alpha, alerting or not) among its previous this many windows belongs to that incident and does not alert: "
         "an incident alerts at its first window only, with no alert when it gets worse. Works alone or with "
-        "`alert_cooldown` (a window repeating by either rule stays silent). Memory: one number per entity. 0: off.",
+        "`alert_cooldown` (a window repeating by either rule stays silent). Unlike the cooldown it depends on alpha: a "
+        "ranking thresholded elsewhere (NAB's optimised threshold) is not grouped the same way. Memory: one number "
+        "per entity. 0: off.",
     )
     entity_baseline_short: int = _f(
         3,

@@ -196,7 +196,8 @@ def evaluate_series(
         if repeat.any():
             # With an alert cooldown the score still ranks every window (ROC-AUC, PR-AUC: what the
             # scores topic carries), while detections skip the windows repeating an open incident
-            # (they never alert): any threshold on this groups incidents as the detector does.
+            # (they never alert): any threshold on this groups incidents as the detector's
+            # cooldown does (an incident gap groups at alpha only: see AlertCooldown).
             rep = to_rows(repeat.astype(float), 0.0).astype(bool)
             out.detection_scores["streamer"] = np.where(rep, 0.0, out.unit_scores["streamer"])
         out.seconds["streamer"] = time.monotonic() - t0
