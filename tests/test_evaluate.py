@@ -68,8 +68,8 @@ def test_eval_several_csv_files_reports_mean_and_per_file(tmp_path):
     assert fig["roc_auc"] == pytest.approx(mean)
 
 
-@pytest.mark.parametrize("cooldown", [0, 100])
-def test_eval_nab_layout_scores_and_results(tmp_path, cooldown):
+@pytest.mark.parametrize("cooldown, gap", [(0, 0), (100, 0), (100, 20)])
+def test_eval_nab_layout_scores_and_results(tmp_path, caplog, cooldown, gap):
     base = tmp_path / "nab"
     (base / "data" / "realX").mkdir(parents=True)
     (base / "labels").mkdir()
@@ -90,7 +90,10 @@ def test_eval_nab_layout_scores_and_results(tmp_path, cooldown):
     # (row 1188; README Limitations, test_calibrate): here the grouping of one incident is tested
     assert main(["eval", "--dataset", "nab", "--root", str(tmp_path), "--detectors", "streamer,iforest",
                  "--json", str(out), "--nab-results", str(results), *FAST,
-                 "--set", f"detector.alert_cooldown={cooldown}", "--set", "detector.seasonal_period_s=0"]) == 0
+                 "--set", f"detector.alert_cooldown={cooldown}", "--set", f"detector.incident_gap={gap}",
+                 "--set", "detector.seasonal_period_s=0"]) == 0
+    # an incident gap groups at alpha, not at the threshold NAB's scoring sweeps: said, not hidden
+    assert ("detector.incident_gap groups alerts at alpha" in caplog.text) == bool(gap)
     fig = json.loads(out.read_text())["nab"]
     for det in ("streamer", "iforest"):
         for key in ("nab_standard", "nab_low_fp", "nab_low_fn"):
@@ -109,7 +112,9 @@ def test_eval_nab_layout_scores_and_results(tmp_path, cooldown):
     assert len(csv_file.read_text().splitlines()) == 1201
     written = np.array([float(line.split(",")[2]) for line in csv_file.read_text().splitlines()[1:]])
     hits = np.flatnonzero(written >= 0.5)  # rows that alert (a surprise of 0.5 is alpha)
-    if cooldown:
+    if gap:  # the spike's onset only: no escalation alerts
+        assert len(hits) == 1 and 900 <= hits[0] < 910, hits
+    elif cooldown:
         # the spike's onset, then only escalations (each more significant than the last); the
         # rest of the spike and the way back repeat the incident
         assert len(hits) and ((hits >= 900) & (hits < 910)).all() and (np.diff(written[hits]) > 0).all(), hits
