@@ -395,7 +395,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if cfg.detector.incident_gap:
             log.warning("detector.incident_gap groups alerts at alpha (%s), while NAB's scoring sweeps a threshold "
                         "over the score: at any other threshold its detections are not grouped as the detector "
-                        "would group them (see README)", cfg.detector.alpha)
+                        "would group them (see docs/evaluation-log.md)", cfg.detector.alpha)
 
         nab_figures(ds, result, detectors, results_dir=args.nab_results)
     print(table(figures), end="")

@@ -221,7 +221,7 @@ class DetectorConfig:
         0.0,
         "Seasonal baseline: when > 0, it learns from deviations clipped at this many spreads, so a spike does not "
         "echo as a false alarm at the same phase one period later; it then also learns a lasting change more slowly "
-        "(NAB: far more false alarms, see README). 0: unclipped.",
+        "(NAB: far more false alarms, see docs/evaluation-log.md). 0: unclipped.",
     )
     alert_cooldown: int = _f(
         0,

@@ -278,7 +278,7 @@ def load_nab(root: Path) -> Dataset:
         # long streams (draws 0-3), then 41.1 against 53.3 on NAB's test set. Its grouping depends on
         # alpha, and NAB's scoring sweeps a threshold over the score: on test the best one lies far
         # above alpha (on validation near it), where windows significant at alpha but not detected
-        # silence real onsets after them. See README.
+        # silence real onsets after them. See docs/evaluation-log.md.
     }
     return Dataset("nab", overrides, series(), len(files), extra={"windows": windows, "base": base})
 
