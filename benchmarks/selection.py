@@ -22,6 +22,13 @@
 * ``nab-skewed``: the same from each machine's most variable *bursty* metrics (non-negative,
   probation skewness above 3, as the normalizer log-compresses; nab-long's stay below 2, while
   half of NAB's files exceed 2 over their probation).
+* ``--subtle`` (``nab-long``, ``nab-skewed``): the same streams and draws with the injected spikes,
+  level shifts and noise bursts at half their size (relative to the probation's spread). With the
+  full sizes the best NAB threshold sits near alpha (0.54-0.59 on the 0-1 scale, alpha at 0.5),
+  while NAB's own corpus puts ours far above it (0.81): its real anomalies are harder to tell from
+  normal rows than the injected ones. Disclosed: that difference, a test-set figure, is what this
+  option is for; the size (half) was set before any run of it. Each line on NAB-like data also
+  prints the best NAB threshold (``NAB threshold``).
 
 For each variant (a set of config overrides) it prints validation ROC-AUC and PR-AUC of our
 detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies (on
@@ -67,6 +74,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "no-feature-error-norm": {"model.feature_error_norm": False},
     "recon-weight-0.2": {"detector.recon_weight": 0.2},
+    "recon-weight-0.5": {"detector.recon_weight": 0.5},
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
     "no-std-floor": {"model.scale_std_floor": False},
@@ -244,7 +252,8 @@ def nab_validation(root: Path, seed: int) -> datasets.Dataset:
     return datasets.Dataset("nab-validation", ds.overrides, iter(out), len(out))
 
 
-def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: bool = False) -> datasets.Dataset:
+def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: bool = False,
+                        size: float = 1.0) -> datasets.Dataset:
     """NAB-like long univariate streams carved from SMD's TRAINING split (no NAB file and no SMD
     test row is read): per machine, its ``per_machine`` most variable metrics (a near-copy of one
     already taken, correlation above 0.99, is skipped), as 5-minute means (NAB's usual interval:
@@ -256,7 +265,10 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
 
     ``skewed`` (``nab-skewed``): the same, from each machine's most variable metrics among those
     the normalizer would log-compress over the probation (non-negative, skewness above 3), the
-    bursty kind of series that nab-long lacks (its skewness stays below 2)."""
+    bursty kind of series that nab-long lacks (its skewness stays below 2).
+
+    ``size`` scales the spikes, level shifts and noise bursts (``--subtle``: 0.5); the random draws
+    are the same, so each anomaly keeps its place, kind and length."""
     base = root / "smd"
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))
     rng = np.random.default_rng(seed)
@@ -287,11 +299,11 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
                 lo = int(rng.integers(n_prob + 150, n - length - 1))
                 hi = lo + length
                 if kind == 0:
-                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(3, 6) * sd
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(3, 6) * sd * size
                 elif kind == 1:
-                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(2, 4) * sd
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(2, 4) * sd * size
                 elif kind == 2:
-                    v[lo:hi] += rng.normal(0, 2, size=length) * sd
+                    v[lo:hi] += rng.normal(0, 2, size=length) * sd * size
                 elif kind == 3:
                     v[lo:hi] = v[lo]
                 else:
@@ -301,7 +313,7 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
             docs = [{"series": name, "t": i * 300, "value": float(a)} for i, a in enumerate(v)]
             recs = [Record(orjson.dumps(d), name, 0, i) for i, d in enumerate(docs)]
             out.append(datasets.Series(name, recs[:n_prob], recs, y))
-    name = "nab-skewed-validation" if skewed else "nab-long-validation"
+    name = ("nab-skewed-validation" if skewed else "nab-long-validation") + ("" if size == 1.0 else f"-size-{size:g}")
     return datasets.Dataset(name, datasets.load_nab(root).overrides, iter(out), len(out))
 
 
@@ -356,6 +368,7 @@ def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[
     for det, files in nab_files.items():
         scored = nab.score_corpus(files, nab.NAB_PROFILES["standard"], nab.DEFAULT_PROBATION_PERCENT if probation else 0.0)
         figs[det]["nab_standard"] = [scored["score_normalized"]]
+        figs[det]["nab_threshold"] = [scored["threshold"]]
     return {det: {k: float(np.mean(v)) for k, v in f.items() if v} for det, f in figs.items()}
 
 
@@ -367,7 +380,7 @@ def _line(fig: dict[str, float]) -> str:
         return f"  {label} {fig[k]:{fmt}}{sd}"
     return (show("roc_auc", "validation ROC-AUC", ".4f") + show("pr_auc", "PR-AUC", ".4f")
             + show("macro_pr_auc", "macro PR-AUC", ".4f") + show("false_alarm_rate", "false-alarm rate", ".4f")
-            + show("nab_standard", "NAB standard", ".1f")).strip()
+            + show("nab_standard", "NAB standard", ".1f") + show("nab_threshold", "NAB threshold", ".3f")).strip()
 
 
 def main() -> int:
@@ -381,12 +394,16 @@ def main() -> int:
                          "are printed, then their mean (± standard deviation) under the variant's name")
     ap.add_argument("--incidents", action="store_true",
                     help="smd: fewer, longer injected anomalies (5-1500 rows, log-uniform) instead of 5-40 rows")
+    ap.add_argument("--subtle", action="store_true",
+                    help="nab-long / nab-skewed: injected spikes, level shifts and noise bursts at half their size")
     ap.add_argument("--model-seeds", default="",
                     help="comma separated training seeds: each variant is trained with each, figures are the mean "
                          "(± their standard deviation)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
+    if args.subtle and args.dataset not in NAB_LONG:
+        ap.error("--subtle applies to --dataset nab-long or nab-skewed")
     root = datasets.dataset_root(args.root)
     variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", *NAB_LONG) else {}))
     if args.variants:
@@ -403,7 +420,7 @@ def main() -> int:
             return smd_validation(root, args.machines, draw, incidents=args.incidents)
         if args.dataset == "nab":
             return nab_validation(root, draw)
-        return nab_long_validation(root, draw, skewed=args.dataset == "nab-skewed")
+        return nab_long_validation(root, draw, skewed=args.dataset == "nab-skewed", size=0.5 if args.subtle else 1.0)
 
     def report(key: str, runs: list[dict[str, float]]) -> dict[str, float]:
         """Print and keep the mean of ``runs`` (± their spread, the noise floor of a choice)."""
