@@ -122,9 +122,9 @@ TELEMETRY_VARIANTS = {
     **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300)},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
-    # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
     "incident-gap-5": {"detector.incident_gap": 5},
     "incident-gap-10": {"detector.incident_gap": 10},
+    # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
     "seasonal-day": {"detector.seasonal_period_s": 86400},
     "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
     "seasonal-day-h100": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 100},
@@ -292,18 +292,18 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
             v = x[:, j].copy()
             n, n_prob = len(v), datasets.nab_probation(len(v))
             y = np.zeros(n, dtype=np.int8)
-            sd = v[:n_prob].std() + 1e-3
+            amp = (v[:n_prob].std() + 1e-3) * size  # the unit of the injected sizes
             for _ in range(int(rng.integers(1, 4))):
                 kind = int(rng.integers(5))
                 length = int(rng.integers(1, 6)) if kind == 0 else int(rng.integers(20, 201))
                 lo = int(rng.integers(n_prob + 150, n - length - 1))
                 hi = lo + length
                 if kind == 0:
-                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(3, 6) * sd * size
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(3, 6) * amp
                 elif kind == 1:
-                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(2, 4) * sd * size
+                    v[lo:hi] += rng.choice([-1, 1]) * rng.uniform(2, 4) * amp
                 elif kind == 2:
-                    v[lo:hi] += rng.normal(0, 2, size=length) * sd * size
+                    v[lo:hi] += rng.normal(0, 2, size=length) * amp
                 elif kind == 3:
                     v[lo:hi] = v[lo]
                 else:

@@ -55,6 +55,11 @@ MAX_INFER_BATCH = 8192
 MIN_INFER_BATCH = 64
 
 
+def _tag(member: int, members: int) -> str:
+    """The prefix of member ``member``'s layer names: none for a single autoencoder."""
+    return "" if members == 1 else f"m{member}_"
+
+
 def build_autoencoder(
     n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int, members: int = 1
 ) -> keras.Model:
@@ -72,16 +77,16 @@ def build_autoencoder(
     inputs = keras.Input(shape=(n_inputs,), name="window")
     outputs = []
     for m in range(members):
-        tag = "" if members == 1 else f"m{m}_"
+        tag = _tag(m, members)
         h = inputs
         if noise_std > 0:
             h = keras.layers.GaussianNoise(noise_std, seed=seed + m, name=f"{tag}denoise")(h)
         for i, width in enumerate(hidden):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
-        h = keras.layers.Dense(latent_dim, name=LATENT_LAYER if members == 1 else f"{tag}{LATENT_LAYER}")(h)
+        h = keras.layers.Dense(latent_dim, name=f"{tag}{LATENT_LAYER}")(h)
         for i, width in enumerate(reversed(hidden)):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
-        outputs.append(keras.layers.Dense(n_inputs, name=RECON_LAYER if members == 1 else f"{tag}{RECON_LAYER}")(h))
+        outputs.append(keras.layers.Dense(n_inputs, name=f"{tag}{RECON_LAYER}")(h))
     if members == 1:
         return keras.Model(inputs, outputs[0], name="autoencoder")
     return keras.Model(inputs, keras.layers.Concatenate(name=RECON_LAYER)(outputs), name="autoencoder")
@@ -161,9 +166,8 @@ class Embedder:
             sq_err = keras.ops.mean(keras.ops.reshape(keras.ops.square(diff), (-1, self.members, self.n_inputs)),
                                     axis=1)
         # an ensemble's embedding: its members' latent vectors side by side
-        latent = (autoencoder.get_layer(LATENT_LAYER).output if self.members == 1 else
-                  keras.layers.Concatenate(name=LATENT_LAYER)(
-                      [autoencoder.get_layer(f"m{i}_{LATENT_LAYER}").output for i in range(self.members)]))
+        latents = [autoencoder.get_layer(f"{_tag(i, self.members)}{LATENT_LAYER}").output for i in range(self.members)]
+        latent = latents[0] if self.members == 1 else keras.layers.Concatenate(name=LATENT_LAYER)(latents)
         self.infer = keras.Model(
             autoencoder.inputs, [latent, sq_err], name="embed_and_reconstruct"
         )
