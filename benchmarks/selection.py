@@ -7,7 +7,8 @@
 * ``smd``: per machine, train on the first 80% of ``train/``; validate on the last 20% of
   ``train/`` with synthetic anomalies injected (spikes, level shifts and noise bursts on a few
   random metrics for 5-40 rows; with ``--incidents`` fewer and longer ones, 5-1,500 rows,
-  log-uniform, as long as real server incidents); ``test/`` is never read. (SMD's train split is
+  log-uniform, as long as real server incidents); ``test/`` is never read. ``--val-share 0.5``
+  trains on the first half of ``train/`` and validates on the second (SMD's own train:test ratio). (SMD's train split is
   unlabelled and may hold real anomalies: this measures relative, not absolute, quality.)
 * ``nab``: per file, only the probationary period (the first 15%, at most 750 rows; NAB lets a
   detector learn from it): train on its first 60%, validate on the rest with the same kind of
@@ -82,6 +83,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "k-5": {"detector.k": 5},
     "k-20": {"detector.k": 20},
     "no-p-tail": {"detector.p_tail": False},
+    "admit-p-0.05": {"detector.admit_p": 0.05},
     "admit-p-0.5": {"detector.admit_p": 0.5},
     "admit-p-1": {"detector.admit_p": 1.0},
     "noise-0": {"model.noise_std": 0.0},
@@ -200,7 +202,8 @@ def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True,
     return (np.clip(x, 0, None) if clip else x), y
 
 
-def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = False) -> datasets.Dataset:
+def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = False,
+                   val_share: float = 0.2) -> datasets.Dataset:
     base = root / "smd"
     ds = datasets.load_smd(root)
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))[:machines]
@@ -210,12 +213,14 @@ def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = Fa
     def series():
         for m in names:
             tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
-            cut = int(len(tr) * 0.8)
+            cut = int(len(tr) * (1.0 - val_share))
             xv, y = inject(tr[cut:], rng, incidents=incidents)
             yield datasets.Series(m, datasets._array_records(tr[:cut], cols, m, 0),
                                   datasets._array_records(xv, cols, m, cut), y)
 
     name = "smd-validation-incidents" if incidents else "smd-validation"
+    if val_share != 0.2:
+        name += f"-val{val_share:g}"
     return datasets.Dataset(name, ds.overrides, series(), len(names))
 
 
@@ -394,6 +399,9 @@ def main() -> int:
                          "are printed, then their mean (± standard deviation) under the variant's name")
     ap.add_argument("--incidents", action="store_true",
                     help="smd: fewer, longer injected anomalies (5-1500 rows, log-uniform) instead of 5-40 rows")
+    ap.add_argument("--val-share", type=float, default=0.2,
+                    help="smd: the share of each machine's train/ validated on (its end); 0.5 mirrors SMD's "
+                         "train:test ratio (1:1), so adaptation over a long stream after training is tested")
     ap.add_argument("--subtle", action="store_true",
                     help="nab-long / nab-skewed: injected spikes, level shifts and noise bursts at half their size")
     ap.add_argument("--model-seeds", default="",
@@ -404,6 +412,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.subtle and args.dataset not in NAB_LONG:
         ap.error("--subtle applies to --dataset nab-long or nab-skewed")
+    if args.val_share != 0.2 and args.dataset != "smd":
+        ap.error("--val-share applies to --dataset smd")
+    if not 0.05 <= args.val_share <= 0.8:
+        ap.error(f"--val-share must be in [0.05, 0.8], got {args.val_share}")
     root = datasets.dataset_root(args.root)
     variants = dict(VARIANTS, **(TELEMETRY_VARIANTS if args.dataset in ("smd", "nab", *NAB_LONG) else {}))
     if args.variants:
@@ -417,7 +429,7 @@ def main() -> int:
         if args.dataset == "nsl-kdd":
             return nsl_validation(root, cats)
         if args.dataset == "smd":
-            return smd_validation(root, args.machines, draw, incidents=args.incidents)
+            return smd_validation(root, args.machines, draw, incidents=args.incidents, val_share=args.val_share)
         if args.dataset == "nab":
             return nab_validation(root, draw)
         return nab_long_validation(root, draw, skewed=args.dataset == "nab-skewed", size=0.5 if args.subtle else 1.0)
