@@ -352,6 +352,16 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _eval_config(path: str | None, dataset: dict[str, Any], flags: dict[str, Any]) -> StreamerConfig:
+    """An evaluation's config. The dataset's schema describes its records, so it overrides a config
+    file and env (which may describe the user's own topic); the dataset's other settings (window,
+    model, detector: those chosen for it) are defaults that the user's config file, env and flags
+    override, as everywhere. Flags override both."""
+    schema = {k: v for k, v in dataset.items() if k.startswith("schema.")}
+    rest = {k: v for k, v in dataset.items() if not k.startswith("schema.")}
+    return load_config(path, base=rest, overrides={**schema, **flags})
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -385,8 +395,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         ds.series = itertools.islice(ds.series, args.limit_series)
         ds.n_series = min(ds.n_series, args.limit_series)
-    # The dataset's schema and window first; the user's config, env and flags override them.
-    cfg = load_config(args.config, overrides={**ds.overrides, **_overrides(args)})
+    cfg = _eval_config(args.config, ds.overrides, _overrides(args))
     result = evaluate_dataset(ds, cfg, detectors, show_progress=not args.no_progress)
     figures = {ds.name: result.figures}
     if args.dataset == "nab":

@@ -546,10 +546,13 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     validate: bool = True,
+    base: Mapping[str, Any] | None = None,
 ) -> StreamerConfig:
-    """Build the config: defaults, then YAML ``path``, then env, then ``overrides``."""
+    """Build the config: defaults, then ``base`` (defaults of a context, such as an evaluation
+    dataset's settings), then YAML ``path``, then env, then ``overrides``."""
     environ = os.environ if environ is None else environ
     cfg = StreamerConfig()
+    apply_overrides(cfg, base or {})
     path = path or environ.get(ENV_PREFIX + "CONFIG") or None
     if path:
         p = Path(path)

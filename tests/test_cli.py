@@ -102,3 +102,31 @@ def test_replay_rejects_bad_rate(tmp_path, capsys):
 def test_replay_missing_file(capsys, tmp_path):
     assert main(["replay", str(tmp_path / "none.jsonl"), "--topic", "t"]) == 2
     assert "FILE" in capsys.readouterr().err
+
+
+def test_eval_config_layers_dataset_settings_under_the_users(tmp_path, monkeypatch):
+    """An evaluation's dataset brings its schema (which the user's config cannot replace: it
+    describes the records) and its chosen settings (which the user's config file, env and flags
+    override, as the README's precedence says)."""
+    from streamer.cli import _eval_config
+
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text("schema: {entity_field: host, numeric_fields: [bytes]}\n"
+                    "window: {size: 4}\ndetector: {alpha: 0.05, entity_baseline: 500}\n")
+    dataset = {"schema.entity_field": "series", "schema.numeric_fields": ["value"], "schema.categorical_fields": [],
+               "window.kind": "count", "window.size": 8, "detector.entity_baseline": 3000,
+               "detector.alert_cooldown": 100}
+    monkeypatch.delenv("STREAMER_CONFIG", raising=False)
+    monkeypatch.setenv("STREAMER_DETECTOR__ALERT_COOLDOWN", "7")
+    cfg = _eval_config(str(yaml), dataset, {"detector.alpha": "0.02"})
+    assert cfg.schema.entity_field == "series" and cfg.schema.numeric_fields == ["value"]  # the dataset's
+    assert cfg.window.kind == "count"  # the dataset's, where the user says nothing
+    assert cfg.window.size == 4 and cfg.detector.entity_baseline == 500  # the file over the dataset
+    assert cfg.detector.alert_cooldown == 7  # env over the dataset
+    assert cfg.detector.alpha == 0.02  # flags over the file
+    # flags override the dataset's schema too (the user's explicit choice)
+    assert _eval_config(None, dataset, {"schema.numeric_fields": "value,extra"}).schema.numeric_fields == ["value", "extra"]
+    # without a file or env, the dataset's settings stand
+    monkeypatch.delenv("STREAMER_DETECTOR__ALERT_COOLDOWN")
+    plain = _eval_config(None, dataset, {})
+    assert (plain.window.size, plain.detector.entity_baseline, plain.detector.alert_cooldown) == (8, 3000, 100)

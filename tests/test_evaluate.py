@@ -213,3 +213,21 @@ def test_eval_learns_a_new_normal_by_retraining_online(tmp_path):
     assert online["retrains"] >= 1 and 1 <= online["retrains_passed"] <= online["retrains"]
     assert online["false_alarm_rate"] < plain["false_alarm_rate"]
     assert online["event_recall"] == 1.0
+
+
+def test_eval_csv_takes_the_users_config_file_over_its_defaults(tmp_path):
+    """A config file written for the user's own topic (another schema) still evaluates a CSV: the
+    schema comes from the file's columns, the detector settings from the config file."""
+    f = tmp_path / "sensor.csv"
+    _series_csv(f, 2)
+    cfg = tmp_path / "prod.yaml"
+    cfg.write_text("schema: {entity_field: src_host, numeric_fields: [bytes_out, packets]}\n"
+                   "window: {size: 4}\ndetector: {alpha: 0.05}\n")
+    out = tmp_path / "r.json"
+    fast = FAST[:6] + FAST[8:]  # FAST without its alpha flag
+    assert "detector.alpha=0.01" not in fast
+    assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                 "--detectors", "streamer", "--config", str(cfg), "--json", str(out), *fast]) == 0
+    fig = json.loads(out.read_text())["sensor"]["streamer"]
+    assert fig["alpha"] == 0.05  # the file's, not the default
+    assert fig["roc_auc"] > 0.9
