@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("--csv options")
     g.add_argument("--label-col", help="label column (required with --csv)")
     g.add_argument("--sep", default=",", help="field separator (default ,)")
-    g.add_argument("--time-col", help="time column (rows are taken in file order)")
+    g.add_argument("--time-col", help="time column: seconds, or ISO 8601 dates (UTC unless they carry an "
+                                      "offset); the events' time (time windows, the seasonal baseline). Rows are "
+                                      "taken in file order")
     g.add_argument("--entity-col", help="entity column (windows per entity)")
     g.add_argument("--feature-cols", nargs="+", metavar="C", help="feature columns (default: all others)")
     g.add_argument("--drop-cols", nargs="+", default=[], metavar="C", help="columns to ignore")

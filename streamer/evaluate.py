@@ -19,12 +19,13 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from streamer import metrics
 from streamer.config import StreamerConfig
@@ -37,7 +38,7 @@ from streamer.train import validation_split, windows_from_records
 if TYPE_CHECKING:
     from streamer.pipeline import StepResult
 
-__all__ = ["DETECTORS", "SeriesScores", "evaluate_series", "evaluate_dataset", "DatasetResult"]
+__all__ = ["DETECTORS", "SeriesScores", "evaluate_series", "evaluate_dataset", "DatasetResult", "row_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,51 @@ def _last_time_s(records: Sequence[Any], cfg: StreamerConfig) -> float:
     return float(events.time_ms.max()) / 1000.0 if len(events) else 0.0
 
 
+def row_owner(n: int, hi: np.ndarray, lo: np.ndarray, entity: np.ndarray,
+              row_entities: Callable[[], np.ndarray]) -> np.ndarray:
+    """For each of ``n`` test rows, the window (index into ``hi``, ``lo``, ``entity``: each window's
+    newest and oldest row and its entity, in the order scored) whose score the row takes, or -1.
+
+    A row that is the newest of some window takes the newest such window's (with count windows
+    sliding by one, each row its own arrival's window). A row that is no window's newest (tumbling
+    time windows, a slide above one) takes the first window of its own entity that holds it; only
+    then are the rows' entities needed (``row_entities``, called at most once). Rows in no window
+    (dead letters, windows never closed) stay -1."""
+    owner = np.full(n, -1, dtype=np.int64)
+    idx = np.arange(len(hi))
+    inside = (hi >= 0) & (hi < n)
+    owner[hi[inside]] = idx[inside]  # on repeated rows the last (newest) window wins
+    missing = np.flatnonzero(owner < 0)
+    if not len(missing) or not len(hi):
+        return owner
+    row_ent = np.asarray(row_entities()).astype(str)
+    win_ent = np.asarray(entity).astype(str)
+    for e in np.unique(row_ent[missing]):
+        mine = np.flatnonzero(win_ent == e)
+        if not len(mine):
+            continue
+        mine = mine[np.argsort(hi[mine], kind="stable")]
+        rows = missing[row_ent[missing] == e]
+        j = np.searchsorted(hi[mine], rows, side="left")  # the first window ending at or after the row
+        ok = j < len(mine)
+        cand = mine[np.minimum(j, len(mine) - 1)]
+        ok &= lo[cand] <= rows
+        owner[rows[ok]] = cand[ok]
+    return owner
+
+
+def _row_entities(records: Sequence[Any], field_name: str) -> np.ndarray:
+    """Each record's entity key as text (what the decoder groups by), "" where it has none."""
+    out = []
+    for r in records:
+        try:
+            v = orjson.loads(r.value).get(field_name, "")
+        except (orjson.JSONDecodeError, AttributeError):
+            v = ""
+        out.append(str(v))
+    return np.asarray(out, dtype=object)
+
+
 def evaluate_series(
     series: Series,
     cfg: StreamerConfig,
@@ -136,7 +182,7 @@ def evaluate_series(
         events, _, _ = pipe.decoder.decode(series.train[-(cfg.window.size - 1):])
         pipe.windower.push(events)
     base = series.test[0].offset
-    rows_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], []
+    rows_l, lo_l, ent_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], [], [], []
 
     def stream() -> Iterator[StepResult]:
         for lo in range(0, n, batch):
@@ -157,6 +203,8 @@ def evaluate_series(
     for r in stream():
         if r.scored is not None:
             rows_l.append(r.windows.offset_hi - base)
+            lo_l.append(r.windows.offset_lo - base)
+            ent_l.append(r.windows.entity)
             x_l.append(r.windows.x)
             s_l.append(r.scored.score)
             p_l.append(r.scored.significance)
@@ -168,11 +216,15 @@ def evaluate_series(
     p = np.concatenate(p_l) if p_l else np.empty(0)
     alert = np.concatenate(a_l) if a_l else np.empty(0, dtype=bool)
     repeat = np.concatenate(rep_l) if rep_l else np.empty(0, dtype=bool)
-    out.unscored_rows = int(n - len(np.unique(rows)))
+    owner = row_owner(n, rows, np.concatenate(lo_l) if lo_l else np.empty(0, dtype=np.int64),
+                      np.concatenate(ent_l) if ent_l else np.empty(0, dtype=object),
+                      lambda: _row_entities(series.test, cfg.schema.entity_field))
+    scored_rows = np.flatnonzero(owner >= 0)
+    out.unscored_rows = int(n - len(scored_rows))
 
     def to_rows(values: np.ndarray, fill: float) -> np.ndarray:
         full = np.full(n, fill, dtype=np.float64)
-        full[rows] = values  # a row in several windows keeps the last (newest) window's value
+        full[scored_rows] = values[owner[scored_rows]]
         return full
 
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.evaluate import _surprise, _threshold, _unit
+from streamer.evaluate import _surprise, _threshold, _unit, row_owner
 
 pytestmark = pytest.mark.slow
 
@@ -231,3 +231,44 @@ def test_eval_csv_takes_the_users_config_file_over_its_defaults(tmp_path):
     fig = json.loads(out.read_text())["sensor"]["streamer"]
     assert fig["alpha"] == 0.05  # the file's, not the default
     assert fig["roc_auc"] > 0.9
+
+
+def test_eval_csv_time_windows_follow_the_time_column(tmp_path):
+    """ISO 8601 times every 10 minutes and time windows of 20 minutes: two rows a window. (Were the
+    rows' numbers taken as seconds, a window would span 1,200 rows and training would have none.)"""
+    f = tmp_path / "plant.csv"
+    _series_csv(f, 3)
+    lines = f.read_text(encoding="utf-8-sig").splitlines()
+    t0 = np.datetime64("2024-01-01T00:00:00")
+    rows = [lines[0]] + [",".join([str(t0 + np.timedelta64(10 * i, "m")).replace("T", " "), *ln.split(",")[1:]])
+                         for i, ln in enumerate(lines[1:])]
+    f.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                 "--detectors", "streamer", "--set", "window.kind=time", "--set", "window.seconds=1200",
+                 "--json", str(out), *FAST]) == 0
+    fig = json.loads(out.read_text())["plant"]["streamer"]
+    assert fig["roc_auc"] > 0.9 and fig["event_recall"] == 1.0
+
+
+def test_row_owner_gives_each_row_the_window_that_holds_it():
+    """Rows of two entities, interleaved (A B A B ...), in tumbling windows of two events each:
+    A's windows hold rows 0-2 and 4-6, B's rows 1-3 and 5-7 (offset ranges that overlap the other
+    entity's rows). Each row takes its own entity's window; row 8 (A) is in no window."""
+    hi, lo = np.array([2, 3, 6, 7]), np.array([0, 1, 4, 5])
+    ent = np.array(["A", "B", "A", "B"], dtype=object)
+    calls = []
+
+    def rows_entities():
+        calls.append(1)
+        return np.array(list("ABABABABA"), dtype=object)
+
+    assert row_owner(9, hi, lo, ent, rows_entities).tolist() == [0, 1, 0, 1, 2, 3, 2, 3, -1]
+    assert len(calls) == 1
+    # count windows sliding by one: each row is its own window's newest; entities are not needed
+    owner = row_owner(4, np.array([0, 1, 2, 3]), np.array([-2, -1, 0, 1]), np.array(["A"] * 4, dtype=object),
+                      lambda: pytest.fail("entities are needed only for rows that are no window's newest"))
+    assert owner.tolist() == [0, 1, 2, 3]
+    # a row that ends two windows keeps the later one
+    assert row_owner(2, np.array([1, 1]), np.array([0, 1]), np.array(["A", "A"], dtype=object),
+                     lambda: np.array(["A", "A"], dtype=object)).tolist() == [0, 1]
