@@ -9,7 +9,6 @@ runs. Layouts are those described in ``shared/datasets/*/SOURCE.md``.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 import math
 import os
@@ -287,23 +286,6 @@ def load_nab(root: Path) -> Dataset:
 # -- any labelled CSV ------------------------------------------------------------------------------
 
 
-def _csv_seconds(value: Any, column: str, file: str, row: int) -> float:
-    """A CSV time cell as seconds: a number is taken as seconds (e.g. since the epoch), text as an
-    ISO 8601 date and time (``2014-07-01 00:00:00``, ``...T...Z``, with or without an offset; without
-    one it is UTC)."""
-    if isinstance(value, float):
-        return value
-    text = "" if value is None else str(value)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError("--time-col", f"times in column {column!r} as seconds or ISO 8601 dates "
-                                        f"(data row {row} of {file})", text) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
-
-
 def _cell(text: str) -> Any:
     try:
         v = float(text)
@@ -383,7 +365,10 @@ def load_csv(
                     if c in d:
                         d[c] = str(d[c])
                 d["entity"] = str(r.get(entity_col, "all")) if entity_col else "all"
-                d["t"] = _csv_seconds(r.get(time_col), time_col, p.name, i + 1) if time_col else i
+                if not time_col:
+                    d["t"] = i
+                elif time_col in r:  # as given: the decoder reads seconds or ISO 8601, as from a topic
+                    d["t"] = r[time_col]
                 docs.append(d)
             recs = _records(docs, p.stem)
             train, ty = recs[:n_train], y[:n_train]

@@ -67,6 +67,7 @@ class SeriesScores:
     # With ``retrain.in_eval``: each retraining (reason, training windows, passed the gate, test row).
     retrains: list[dict[str, Any]] = field(default_factory=list)
     unscored_rows: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # test records per dead-letter reason
     category: str = ""
     timestamps: list[str] | None = None
     values: np.ndarray | None = None
@@ -183,6 +184,7 @@ def evaluate_series(
         pipe.windower.push(events)
     base = series.test[0].offset
     rows_l, lo_l, ent_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], [], [], []
+    dead_rows: list[int] = []
 
     def stream() -> Iterator[StepResult]:
         for lo in range(0, n, batch):
@@ -201,6 +203,9 @@ def evaluate_series(
         yield pipe.flush()
 
     for r in stream():
+        for d in r.dead:
+            out.dead_letters[d.reason] = out.dead_letters.get(d.reason, 0) + 1
+            dead_rows.append(d.record.offset - base)
         if r.scored is not None:
             rows_l.append(r.windows.offset_hi - base)
             lo_l.append(r.windows.offset_lo - base)
@@ -219,6 +224,8 @@ def evaluate_series(
     owner = row_owner(n, rows, np.concatenate(lo_l) if lo_l else np.empty(0, dtype=np.int64),
                       np.concatenate(ent_l) if ent_l else np.empty(0, dtype=object),
                       lambda: _row_entities(series.test, cfg.schema.entity_field))
+    dead = np.asarray(dead_rows, dtype=np.int64)
+    owner[dead[(dead >= 0) & (dead < n)]] = -1  # a dead letter is in no window, whatever its neighbours
     scored_rows = np.flatnonzero(owner >= 0)
     out.unscored_rows = int(n - len(scored_rows))
 
@@ -310,6 +317,11 @@ def evaluate_dataset(
         cfg.model.dir = tmp
         for series in dataset.series:
             res = evaluate_series(series, cfg, detectors, workdir=Path(tmp))
+            if res.unscored_rows:
+                why = ", ".join(f"{k} {v}" for k, v in sorted(res.dead_letters.items())) or "none"
+                log.warning("%s: %d of %d test rows are in no scored window (dead letters: %s); each detector's "
+                            "figures count them at its lowest score", series.name, res.unscored_rows,
+                            len(res.labels), why)
             for d in detectors:
                 fig = metrics.summarize(res.labels, res.scores[d], res.alerts[d], cfg.detector.alpha)
                 fig["seconds"] = round(res.seconds.get(d, 0.0), 2)

@@ -272,3 +272,26 @@ def test_row_owner_gives_each_row_the_window_that_holds_it():
     # a row that ends two windows keeps the later one
     assert row_owner(2, np.array([1, 1]), np.array([0, 1]), np.array(["A", "A"], dtype=object),
                      lambda: np.array(["A", "A"], dtype=object)).tolist() == [0, 1]
+
+
+def test_eval_bad_test_rows_are_dead_letters_counted_and_told(tmp_path, caplog):
+    """Test rows without a value or with a time that is not one are dead letters, as on a topic:
+    they are in no window (their neighbours' windows do not lend them a score: they count at the
+    lowest), the run goes on, and it says how many and why."""
+    f = tmp_path / "gaps.csv"
+    _series_csv(f, 4)
+    lines = f.read_text(encoding="utf-8-sig").splitlines()
+    t, v, w, y = lines[1201].split(",")
+    lines[1201] = ",".join([t, "", w, y])  # data row 1200 (a test row, not anomalous) without its v
+    t, v, w, y = lines[1121].split(",")
+    lines[1121] = ",".join(["noon", v, w, y])  # data row 1120, inside a labelled spike, with a bad time
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    with caplog.at_level("WARNING", logger="streamer.evaluate"):
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), *FAST]) == 0
+    warned = [r.getMessage() for r in caplog.records if "in no scored window" in r.getMessage()]
+    assert len(warned) == 1
+    assert "2 of 500 test rows" in warned[0] and "missing_field 1" in warned[0] and "wrong_type 1" in warned[0]
+    fig = json.loads(out.read_text())["gaps"]["streamer"]
+    assert 0.9 < fig["roc_auc"] < 1.0 and fig["event_recall"] == 1.0  # the spike's dead row is a miss
