@@ -105,7 +105,7 @@ def _last_time_s(records: Sequence[Any], cfg: StreamerConfig) -> float:
 
 
 def row_owner(n: int, hi: np.ndarray, lo: np.ndarray, entity: np.ndarray,
-              row_entities: Callable[[], np.ndarray]) -> np.ndarray:
+              row_entities: Callable[[], np.ndarray], dead: np.ndarray | None = None) -> np.ndarray:
     """For each of ``n`` test rows, the window (index into ``hi``, ``lo``, ``entity``: each window's
     newest and oldest row and its entity, in the order scored) whose score the row takes, or -1.
 
@@ -113,12 +113,17 @@ def row_owner(n: int, hi: np.ndarray, lo: np.ndarray, entity: np.ndarray,
     sliding by one, each row its own arrival's window). A row that is no window's newest (tumbling
     time windows, a slide above one) takes the first window of its own entity that holds it; only
     then are the rows' entities needed (``row_entities``, called at most once). Rows in no window
-    (dead letters, windows never closed) stay -1."""
+    stay -1: the ``dead`` ones (dead letters: a window around them does not hold them) and those of
+    windows never closed."""
     owner = np.full(n, -1, dtype=np.int64)
     idx = np.arange(len(hi))
     inside = (hi >= 0) & (hi < n)
     owner[hi[inside]] = idx[inside]  # on repeated rows the last (newest) window wins
-    missing = np.flatnonzero(owner < 0)
+    free = owner < 0
+    if dead is not None and len(dead):
+        dead = np.asarray(dead, dtype=np.int64)
+        free[dead[(dead >= 0) & (dead < n)]] = False
+    missing = np.flatnonzero(free)
     if not len(missing) or not len(hi):
         return owner
     row_ent = np.asarray(row_entities()).astype(str)
@@ -223,9 +228,7 @@ def evaluate_series(
     repeat = np.concatenate(rep_l) if rep_l else np.empty(0, dtype=bool)
     owner = row_owner(n, rows, np.concatenate(lo_l) if lo_l else np.empty(0, dtype=np.int64),
                       np.concatenate(ent_l) if ent_l else np.empty(0, dtype=object),
-                      lambda: _row_entities(series.test, cfg.schema.entity_field))
-    dead = np.asarray(dead_rows, dtype=np.int64)
-    owner[dead[(dead >= 0) & (dead < n)]] = -1  # a dead letter is in no window, whatever its neighbours
+                      lambda: _row_entities(series.test, cfg.schema.entity_field), dead=np.asarray(dead_rows))
     scored_rows = np.flatnonzero(owner >= 0)
     out.unscored_rows = int(n - len(scored_rows))
 

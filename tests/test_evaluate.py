@@ -269,6 +269,8 @@ def test_row_owner_gives_each_row_the_window_that_holds_it():
     owner = row_owner(4, np.array([0, 1, 2, 3]), np.array([-2, -1, 0, 1]), np.array(["A"] * 4, dtype=object),
                       lambda: pytest.fail("entities are needed only for rows that are no window's newest"))
     assert owner.tolist() == [0, 1, 2, 3]
+    # a dead letter between rows of a window stays out of it
+    assert row_owner(9, hi, lo, ent, rows_entities, dead=np.array([4])).tolist() == [0, 1, 0, 1, -1, 3, 2, 3, -1]
     # a row that ends two windows keeps the later one
     assert row_owner(2, np.array([1, 1]), np.array([0, 1]), np.array(["A", "A"], dtype=object),
                      lambda: np.array(["A", "A"], dtype=object)).tolist() == [0, 1]
