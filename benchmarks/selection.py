@@ -8,7 +8,8 @@
   ``train/`` with synthetic anomalies injected (spikes, level shifts and noise bursts on a few
   random metrics for 5-40 rows; with ``--incidents`` fewer and longer ones, 5-1,500 rows,
   log-uniform, as long as real server incidents); ``test/`` is never read. ``--val-share 0.5``
-  trains on the first half of ``train/`` and validates on the second (SMD's own train:test ratio). (SMD's train split is
+  trains on the first half of ``train/`` and validates on the second (SMD's own train:test ratio);
+  ``--broad`` makes each injected anomaly touch 10-29 metrics at half the sizes. (SMD's train split is
   unlabelled and may hold real anomalies: this measures relative, not absolute, quality.)
 * ``nab``: per file, only the probationary period (the first 15%, at most 750 rows; NAB lets a
   detector learn from it): train on its first 60%, validate on the rest with the same kind of
@@ -177,11 +178,12 @@ def nsl_validation(root: Path, categories: list[str] | None = None) -> datasets.
 
 
 def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True,
-           incidents: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           incidents: bool = False, broad: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic anomalies on a copy of ``x`` (rows x metrics); returns it and row labels. ``clip``
     keeps values non-negative (SMD's metrics are scaled to [0, 1]). ``incidents``: fewer, longer
     anomalies, lengths log-uniform in [5, 1500] rows (server incidents last minutes to a day),
-    instead of 5-40 rows each."""
+    instead of 5-40 rows each. ``broad``: each anomaly touches 10-29 metrics (instead of 1-4) at half
+    the sizes."""
     x = x.copy()
     y = np.zeros(len(x), dtype=np.int8)
     std = x.std(axis=0) + 1e-3
@@ -190,20 +192,22 @@ def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True,
         lo = int(rng.integers(50, len(x) - 50))
         length = int(np.exp(rng.uniform(np.log(5), np.log(1500)))) if incidents else int(rng.integers(5, 40))
         hi = min(lo + length, len(x))
-        cols = rng.choice(x.shape[1], size=min(int(rng.integers(1, 5)), x.shape[1]), replace=False)
+        many = int(rng.integers(10, 30)) if broad else int(rng.integers(1, 5))
+        cols = rng.choice(x.shape[1], size=min(many, x.shape[1]), replace=False)
         kind = rng.integers(3)
+        amp = 0.5 if broad else 1.0
         if kind == 0:
-            x[lo:hi, cols] += 4 * std[cols]
+            x[lo:hi, cols] += 4 * amp * std[cols]
         elif kind == 1:
-            x[lo:hi, cols] -= 3 * std[cols]
+            x[lo:hi, cols] -= 3 * amp * std[cols]
         else:
-            x[lo:hi, cols] += rng.normal(0, 3, size=(hi - lo, len(cols))) * std[cols]
+            x[lo:hi, cols] += rng.normal(0, 3 * amp, size=(hi - lo, len(cols))) * std[cols]
         y[lo:hi] = 1
     return (np.clip(x, 0, None) if clip else x), y
 
 
 def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = False,
-                   val_share: float = 0.2) -> datasets.Dataset:
+                   val_share: float = 0.2, broad: bool = False) -> datasets.Dataset:
     base = root / "smd"
     ds = datasets.load_smd(root)
     names = sorted(p.stem for p in (base / "train").glob("*.txt"))[:machines]
@@ -214,13 +218,15 @@ def smd_validation(root: Path, machines: int, seed: int, *, incidents: bool = Fa
         for m in names:
             tr = np.loadtxt(base / "train" / f"{m}.txt", delimiter=",", ndmin=2)
             cut = int(len(tr) * (1.0 - val_share))
-            xv, y = inject(tr[cut:], rng, incidents=incidents)
+            xv, y = inject(tr[cut:], rng, incidents=incidents, broad=broad)
             yield datasets.Series(m, datasets._array_records(tr[:cut], cols, m, 0),
                                   datasets._array_records(xv, cols, m, cut), y)
 
     name = "smd-validation-incidents" if incidents else "smd-validation"
     if val_share != 0.2:
         name += f"-val{val_share:g}"
+    if broad:
+        name += "-broad"
     return datasets.Dataset(name, ds.overrides, series(), len(names))
 
 
@@ -402,6 +408,8 @@ def main() -> int:
     ap.add_argument("--val-share", type=float, default=0.2,
                     help="smd: the share of each machine's train/ validated on (its end); 0.5 mirrors SMD's "
                          "train:test ratio (1:1), so adaptation over a long stream after training is tested")
+    ap.add_argument("--broad", action="store_true",
+                    help="smd: each injected anomaly touches 10-29 metrics (instead of 1-4) at half the sizes")
     ap.add_argument("--subtle", action="store_true",
                     help="nab-long / nab-skewed: injected spikes, level shifts and noise bursts at half their size")
     ap.add_argument("--model-seeds", default="",
@@ -412,8 +420,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.subtle and args.dataset not in NAB_LONG:
         ap.error("--subtle applies to --dataset nab-long or nab-skewed")
-    if args.val_share != 0.2 and args.dataset != "smd":
-        ap.error("--val-share applies to --dataset smd")
+    if (args.val_share != 0.2 or args.broad) and args.dataset != "smd":
+        ap.error("--val-share and --broad apply to --dataset smd")
     if not 0.05 <= args.val_share <= 0.8:
         ap.error(f"--val-share must be in [0.05, 0.8], got {args.val_share}")
     root = datasets.dataset_root(args.root)
@@ -429,7 +437,8 @@ def main() -> int:
         if args.dataset == "nsl-kdd":
             return nsl_validation(root, cats)
         if args.dataset == "smd":
-            return smd_validation(root, args.machines, draw, incidents=args.incidents, val_share=args.val_share)
+            return smd_validation(root, args.machines, draw, incidents=args.incidents, val_share=args.val_share,
+                                  broad=args.broad)
         if args.dataset == "nab":
             return nab_validation(root, draw)
         return nab_long_validation(root, draw, skewed=args.dataset == "nab-skewed", size=0.5 if args.subtle else 1.0)
