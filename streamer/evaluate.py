@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from streamer import metrics
 from streamer.config import StreamerConfig
@@ -142,16 +141,12 @@ def row_owner(n: int, hi: np.ndarray, lo: np.ndarray, entity: np.ndarray,
     return owner
 
 
-def _row_entities(records: Sequence[Any], field_name: str) -> np.ndarray:
-    """Each record's entity key as text (what the decoder groups by), "" where it has none."""
-    out = []
-    for r in records:
-        try:
-            v = orjson.loads(r.value).get(field_name, "")
-        except (orjson.JSONDecodeError, AttributeError):
-            v = ""
-        out.append(str(v))
-    return np.asarray(out, dtype=object)
+def _row_entities(decoder: Decoder, records: Sequence[Any]) -> np.ndarray:
+    """Each record's entity as the decoder groups it; "" for a dead letter."""
+    events, _, idx = decoder.decode(records)
+    out = np.full(len(records), "", dtype=object)
+    out[idx] = events.entity
+    return out
 
 
 def evaluate_series(
@@ -228,7 +223,7 @@ def evaluate_series(
     repeat = np.concatenate(rep_l) if rep_l else np.empty(0, dtype=bool)
     owner = row_owner(n, rows, np.concatenate(lo_l) if lo_l else np.empty(0, dtype=np.int64),
                       np.concatenate(ent_l) if ent_l else np.empty(0, dtype=object),
-                      lambda: _row_entities(series.test, cfg.schema.entity_field), dead=np.asarray(dead_rows))
+                      lambda: _row_entities(Decoder(cfg.schema), series.test), dead=np.asarray(dead_rows))
     scored_rows = np.flatnonzero(owner >= 0)
     out.unscored_rows = int(n - len(scored_rows))
 
