@@ -96,6 +96,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "members-3": {"model.members": 3},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
+    **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},
     "hash-buckets-64": {"schema.hash_buckets": 64},
     "hash-buckets-256": {"schema.hash_buckets": 256},
 }

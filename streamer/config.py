@@ -172,6 +172,11 @@ class DetectorConfig:
     recon_weight: float = _f(
         0.5, "Weight of the reconstruction error against the latent kNN distance in the score (0..1)."
     )
+    recon_top: int = _f(
+        0,
+        "Features the reconstruction error averages: 0 averages every feature's error; m > 0 the m largest of a "
+        "window's per-feature errors, so an anomaly in a few of many features is not diluted by the rest.",
+    )
     admit_p: float = _f(
         0.2, "Only windows with a p-value at least this high enter the reservoir (judged normal)."
     )
@@ -361,6 +366,8 @@ class StreamerConfig:
             raise ConfigError("detector.alpha", "a rate in (0, 0.5)", d.alpha)
         if not 0.0 <= d.recon_weight <= 1.0:
             raise ConfigError("detector.recon_weight", "a weight in [0, 1]", d.recon_weight)
+        if d.recon_top < 0:
+            raise ConfigError("detector.recon_top", "0 (every feature) or a number of features >= 1", d.recon_top)
         if not 0.0 <= d.admit_p <= 1.0:
             raise ConfigError("detector.admit_p", "a p-value in [0, 1]", d.admit_p)
         if d.entity_baseline < 0 or d.entity_baseline == 1:

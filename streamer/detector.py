@@ -63,6 +63,8 @@ class Detector:
         self.cfg = cfg
         self.k = int(model.scoring["k"])
         self.recon_weight = float(model.scoring["recon_weight"])
+        # (models trained before the option existed averaged every feature)
+        self.recon_top = int(model.scoring.get("recon_top", 0))
         self.knn_scale = float(model.scoring["knn_scale"])
         self.recon_scale = float(model.scoring["recon_scale"])
         scale = model.scoring.get("feature_error_scale")
@@ -121,7 +123,7 @@ class Detector:
         knn = self.reservoir.knn(z, self.k)
         if self.err_scale is not None:
             sq = sq / self.err_scale  # per-feature errors in units of their normal size
-        recon = recon_error(sq)
+        recon = recon_error(sq, top=self.recon_top)
         s = combine_scores(knn, recon, knn_scale=self.knn_scale, recon_scale=self.recon_scale,
                            recon_weight=self.recon_weight)
         p = self.calibrator.p_values(s)

@@ -51,13 +51,16 @@ def _sq_distances(q: np.ndarray, r: np.ndarray, r_sq: np.ndarray | None = None) 
     return (q * q).sum(axis=1)[:, None] + r_sq[None, :] - 2.0 * (q @ r.T)
 
 
-def recon_error(sq_err: np.ndarray, err_scale: np.ndarray | None = None) -> np.ndarray:
+def recon_error(sq_err: np.ndarray, err_scale: np.ndarray | None = None, top: int = 0) -> np.ndarray:
     """Reconstruction error of each row: the mean over features of the squared error, each feature's
     error first divided by its typical value on normal held-out windows (``err_scale``) when given,
-    so that a feature the model always reconstructs poorly does not drown one it normally gets right."""
+    so that a feature the model always reconstructs poorly does not drown one it normally gets right.
+    With ``top`` = m > 0 (and fewer than all features) only each row's m largest errors are averaged."""
     sq = np.asarray(sq_err, dtype=np.float64)
     if err_scale is not None:
         sq = sq / err_scale
+    if 0 < top < sq.shape[1]:
+        sq = np.partition(sq, sq.shape[1] - top, axis=1)[:, sq.shape[1] - top:]
     return sq.mean(axis=1)
 
 

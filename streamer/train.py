@@ -210,7 +210,8 @@ def fit_on_windows(
     if m.feature_error_norm:
         per_feature = sq_va.astype(np.float64).mean(axis=0)
         err_scale = np.maximum(per_feature, 0.01 * per_feature.mean() + 1e-12)
-    rec_va = recon_error(sq_va, err_scale)
+    recon_top = cfg.detector.recon_top
+    rec_va = recon_error(sq_va, err_scale, recon_top)
     knn_scale = float(np.median(knn_va)) or 1.0
     recon_scale = float(np.median(rec_va)) or 1.0
     w = cfg.detector.recon_weight
@@ -264,7 +265,7 @@ def fit_on_windows(
         },
         "environment": {"python": platform.python_version(), "keras_backend": _backend()},
     }
-    scoring = {"k": k, "recon_weight": w, "knn_scale": knn_scale, "recon_scale": recon_scale,
+    scoring = {"k": k, "recon_weight": w, "recon_top": recon_top, "knn_scale": knn_scale, "recon_scale": recon_scale,
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names,
                # where a per-entity input baseline starts (detector.input_baseline)

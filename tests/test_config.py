@@ -269,6 +269,7 @@ def test_bad_hop():
     [
         ({"detector.recon_weight": 1.5}, "detector.recon_weight"),
         ({"detector.admit_p": 1.5}, "detector.admit_p"),
+        ({"detector.recon_top": -1}, "detector.recon_top"),
         ({"detector.entity_baseline_short": 0}, "detector.entity_baseline_short"),
         ({"detector.alert_cooldown": -1}, "detector.alert_cooldown"),
         ({"detector.alert_cooldown": 10_001}, "detector.alert_cooldown"),

@@ -307,6 +307,32 @@ def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows, trained_mod
     assert len(rest["windows"]) > 0 and np.isfinite(rest["score"]).all()
 
 
+def test_recon_top_model_scores_its_largest_feature_errors(tmp_path, flows, model):
+    """``detector.recon_top=3``: training scales and calibrates the reconstruction error as the mean of
+    each window's 3 largest feature errors, the artifact carries it, and the detector scores that
+    way; a model trained before the option (no ``recon_top`` in its scoring) averages every feature."""
+    from conftest import make_config
+
+    from streamer.score import recon_error
+    from streamer.train import train_model
+
+    cfg = make_config(tmp_path, **{"detector.recon_top": 3})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="test flows",
+                                        show_progress=False))
+    assert art.scoring["recon_top"] == 3 and np.isfinite(art.calibration).all()
+    pipe = Pipeline(art, cfg.detector)
+    assert pipe.detector.recon_top == 3
+    out = pipe.process(flow_records(flows["test"][:2000]))
+    sc = out.scored
+    assert sc.sq_err.shape[1] > 3
+    np.testing.assert_allclose(sc.recon, recon_error(sc.sq_err, top=3))
+    assert (sc.recon >= sc.sq_err.mean(axis=1) - 1e-12).all()
+    # an older artifact's scoring has no recon_top: every feature
+    old = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if k != "recon_top"})
+    det = Pipeline(old, cfg.detector).detector
+    assert det.recon_top == 0
+
+
 def test_input_baseline_prior_from_the_model_or_its_card(model):
     from streamer.detector import input_prior
 

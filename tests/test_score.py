@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer import score as score_mod
-from streamer.score import Reservoir, combine_scores, knn_distance
+from streamer.score import Reservoir, combine_scores, knn_distance, recon_error
 
 
 def brute_knn(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
@@ -73,6 +73,18 @@ def test_combine_scores_hand_computed():
     only_knn = combine_scores(np.array([3.0]), np.array([100.0]), knn_scale=1.5, recon_scale=1.0, recon_weight=0.0)
     only_recon = combine_scores(np.array([3.0]), np.array([100.0]), knn_scale=1.5, recon_scale=4.0, recon_weight=1.0)
     assert only_knn.tolist() == [2.0] and only_recon.tolist() == [25.0]
+
+
+def test_recon_error_hand_computed_over_all_or_the_largest_features():
+    sq = np.array([[1.0, 5.0, 2.0, 0.0], [3.0, 3.0, 3.0, 3.0]])
+    np.testing.assert_allclose(recon_error(sq), [2.0, 3.0])
+    np.testing.assert_allclose(recon_error(sq, top=2), [(5 + 2) / 2, 3.0])
+    np.testing.assert_allclose(recon_error(sq, top=1), [5.0, 3.0])
+    # top >= the number of features: every feature, as top=0
+    np.testing.assert_allclose(recon_error(sq, top=4), recon_error(sq))
+    np.testing.assert_allclose(recon_error(sq, top=9), recon_error(sq))
+    # features are scaled first, then the largest are taken: 1/1, 5/5, 2/1, 0/1 -> the largest is 2
+    np.testing.assert_allclose(recon_error(sq, np.array([1.0, 5.0, 1.0, 1.0]), top=1), [2.0, 3.0])
 
 
 # -- reservoir --------------------------------------------------------------------------------------

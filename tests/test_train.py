@@ -85,6 +85,7 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     assert wb.end_ms[tr].max() <= wb.end_ms[va].min()  # the held-out part is the newest
     assert art.scoring["feature_names"] == names and art.normalizer.names == names
     assert art.scoring["k"] == cfg.detector.k and art.scoring["recon_weight"] == cfg.detector.recon_weight
+    assert art.scoring["recon_top"] == cfg.detector.recon_top == 0
     assert art.config.to_dict() == cfg.to_dict()
     # where an input baseline starts: the training windows' raw mean and variance
     np.testing.assert_allclose(art.scoring["input_mean"], wb.x[tr].mean(axis=0))
