@@ -175,7 +175,8 @@ class DetectorConfig:
     recon_top: int = _f(
         0,
         "Features the reconstruction error averages: 0 averages every feature's error; m > 0 the m largest of a "
-        "window's per-feature errors, so an anomaly in a few of many features is not diluted by the rest.",
+        "window's per-feature errors, so an anomaly in a few of many features is not diluted by the rest. Fixed "
+        "when a model is trained (its scale and calibration depend on it): a model keeps the value it was trained with.",
     )
     admit_p: float = _f(
         0.2, "Only windows with a p-value at least this high enter the reservoir (judged normal)."
