@@ -11,10 +11,10 @@ DEMO_ARGS ?=
 
 install: $(VENV)/.installed deploy/kafka/lib/.fetched
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 deploy/kafka/lib/.fetched: deploy/kafka/pom.xml

@@ -63,6 +63,11 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11" in text
     assert "COPY streamer ./streamer" in text and "pip install" in text
+    # the image installs the versions the published figures were measured with
+    assert "-c constraints.txt" in text and "constraints.txt ./" in text
+    pins = [ln for ln in (ROOT / "constraints.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert pins and all("==" in ln for ln in pins)
+    assert {ln.split("==")[0].lower() for ln in pins} >= {"keras", "tensorflow", "numpy", "river", "confluent-kafka"}
     assert 'ENTRYPOINT ["streamer"]' in text
     cmd = text.split("CMD ", 1)[1].splitlines()[0]
     args = build_parser().parse_args(yaml.safe_load(cmd))
