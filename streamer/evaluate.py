@@ -125,19 +125,18 @@ def row_owner(n: int, hi: np.ndarray, lo: np.ndarray, entity: np.ndarray,
     missing = np.flatnonzero(free)
     if not len(missing) or not len(hi):
         return owner
-    row_ent = np.asarray(row_entities()).astype(str)
-    win_ent = np.asarray(entity).astype(str)
-    for e in np.unique(row_ent[missing]):
-        mine = np.flatnonzero(win_ent == e)
-        if not len(mine):
-            continue
-        mine = mine[np.argsort(hi[mine], kind="stable")]
-        rows = missing[row_ent[missing] == e]
-        j = np.searchsorted(hi[mine], rows, side="left")  # the first window ending at or after the row
-        ok = j < len(mine)
-        cand = mine[np.minimum(j, len(mine) - 1)]
-        ok &= lo[cand] <= rows
-        owner[rows[ok]] = cand[ok]
+    row_ent = np.asarray(row_entities()).astype(str)[missing]
+    _, codes = np.unique(np.concatenate([np.asarray(entity).astype(str), row_ent]), return_inverse=True)
+    w_code, r_code = codes[:len(hi)], codes[len(hi):]
+    # One search for all entities: windows sorted by (entity, newest row), keyed entity-major.
+    order = np.lexsort((hi, w_code))
+    low = min(int(hi.min()), 0)
+    span = max(int(hi.max()), n) - low + 1
+    w_key = w_code[order] * span + (hi[order] - low)
+    j = np.searchsorted(w_key, r_code * span + (missing - low), side="left")  # first window ending at or after the row
+    cand = order[np.minimum(j, len(order) - 1)]
+    ok = (j < len(order)) & (w_code[cand] == r_code) & (lo[cand] <= missing)
+    owner[missing[ok]] = cand[ok]
     return owner
 
 
