@@ -95,6 +95,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "hidden-256-128": {"model.hidden": [256, 128]},
     "members-3": {"model.members": 3},
     "members-5": {"model.members": 5},
+    "lr-3e-4": {"model.learning_rate": 3e-4},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},
