@@ -94,6 +94,20 @@ def _blas_threads() -> Any:
     return [{"api": i.get("internal_api"), "threads": i.get("num_threads")} for i in threadpool_info()]
 
 
+def _devices(backend: str) -> list[str]:
+    """The devices the backend computes on (``cpu`` alone on a machine without an accelerator)."""
+    if backend == "jax":
+        import jax
+
+        return [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return [f"gpu:{g.name}" for g in gpus] or ["cpu"]
+    return [backend]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bl.parser(__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true",
@@ -125,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.score import BLOCK_ENTRIES, Reservoir
 
     backend = str(keras.backend.backend())
-    meta = {**bl.machine_meta(), "blas_threads": _blas_threads(), "keras_backend": backend, "keras": keras.__version__, "features": args.features,
+    meta = {**bl.machine_meta(), "blas_threads": _blas_threads(), "keras_backend": backend, "keras": keras.__version__,
+            "devices": _devices(backend), "features": args.features,
             "hidden": [64, 32], "latent_dim": 8, "members": args.members, "k": 10, "batches": batches,
             "reservoirs": reservoirs}
-    bl.say(f"model: keras backend {backend}, {args.features} features, batches {batches}, reservoirs "
+    bl.say(f"model: keras backend {backend} on {', '.join(meta['devices'])}, {args.features} features, batches {batches}, reservoirs "
            f"{reservoirs}, {meta['cores']} cores, load {meta['load_avg_at_start']}")
     rng = np.random.default_rng(0)
     if args.data == "flows":
