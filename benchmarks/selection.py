@@ -156,14 +156,17 @@ NSL_CATEGORY = {
 }
 
 
-def nsl_validation(root: Path, categories: list[str] | None = None) -> datasets.Dataset:
+def nsl_validation(root: Path, categories: list[str] | None = None, *, hard: bool = False) -> datasets.Dataset:
     """The last 20% of KDDTrain+ as validation; ``categories`` (if given) receives each validation
-    record's category ("normal", "dos", "probe", "r2l", "u2r")."""
+    record's category ("normal", "dos", "probe", "r2l", "u2r"). ``hard``: only the validation
+    records of difficulty 20 or less (the file's last column: how many of NSL-KDD's 21 reference
+    learners got the record right), as NSL-KDD's KDDTest-21 is to KDDTest+; training is unchanged."""
     base = root / "nsl-kdd"
     names = [line.split(",")[0] for line in (base / "field_names.csv").read_text().splitlines() if line.strip()]
-    rows, y, cats = [], [], []
+    rows, y, cats, difficulty = [], [], [], []
     with (base / "KDDTrain+.txt").open(newline="") as f:
         for parts in csv.reader(f):
+            difficulty.append(int(parts[len(names) + 1]))
             r: dict[str, object] = {"conn": "all", "t": len(rows)}
             for n, v in zip(names, parts):
                 r[n] = v if n in datasets.NSL_CATEGORICAL else float(v)
@@ -171,13 +174,15 @@ def nsl_validation(root: Path, categories: list[str] | None = None) -> datasets.
             y.append(parts[len(names)] != "normal")
             cats.append(NSL_CATEGORY.get(parts[len(names)], "normal" if not y[-1] else "other"))
     cut = int(len(rows) * 0.8)
+    keep = [i for i in range(cut, len(rows)) if not hard or difficulty[i] <= 20]
     if categories is not None:
-        categories[:] = cats[cut:]
+        categories[:] = [cats[i] for i in keep]
     lab = np.asarray(y, dtype=np.int8)
     train = [Record(orjson.dumps(r), "train", 0, i) for i, r in enumerate(rows[:cut]) if not lab[i]]
-    val = [Record(orjson.dumps(r), "val", 0, i) for i, r in enumerate(rows[cut:])]
+    val = [Record(orjson.dumps(rows[i]), "val", 0, i) for i in keep]
     ds = datasets.load_nsl_kdd(root)  # for its overrides only; its series (the test file) is not read
-    return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series("KDDTrain+ last 20%", train, val, lab[cut:])]), 1)
+    name = "KDDTrain+ last 20%, difficulty <= 20" if hard else "KDDTrain+ last 20%"
+    return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series(name, train, val, lab[keep])]), 1)
 
 
 def inject(x: np.ndarray, rng: np.random.Generator, *, clip: bool = True,
@@ -415,6 +420,8 @@ def main() -> int:
                     help="smd: each injected anomaly touches 10-29 metrics (instead of 1-4) at half the sizes")
     ap.add_argument("--subtle", action="store_true",
                     help="nab-long / nab-skewed: injected spikes, level shifts and noise bursts at half their size")
+    ap.add_argument("--hard", action="store_true",
+                    help="nsl-kdd: validate on the records of difficulty 20 or less only (as KDDTest-21 is to KDDTest+)")
     ap.add_argument("--model-seeds", default="",
                     help="comma separated training seeds: each variant is trained with each, figures are the mean "
                          "(± their standard deviation)")
@@ -423,6 +430,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.subtle and args.dataset not in NAB_LONG:
         ap.error("--subtle applies to --dataset nab-long or nab-skewed")
+    if args.hard and args.dataset != "nsl-kdd":
+        ap.error("--hard applies to --dataset nsl-kdd")
     if (args.val_share != 0.2 or args.broad) and args.dataset != "smd":
         ap.error("--val-share and --broad apply to --dataset smd")
     if not 0.05 <= args.val_share <= 0.8:
@@ -438,7 +447,7 @@ def main() -> int:
 
     def validation(draw: int, cats: list[str]) -> datasets.Dataset:
         if args.dataset == "nsl-kdd":
-            return nsl_validation(root, cats)
+            return nsl_validation(root, cats, hard=args.hard)
         if args.dataset == "smd":
             return smd_validation(root, args.machines, draw, incidents=args.incidents, val_share=args.val_share,
                                   broad=args.broad)
