@@ -179,7 +179,7 @@ def nsl_validation(root: Path, categories: list[str] | None = None, *, hard: boo
         categories[:] = [cats[i] for i in keep]
     lab = np.asarray(y, dtype=np.int8)
     train = [Record(orjson.dumps(r), "train", 0, i) for i, r in enumerate(rows[:cut]) if not lab[i]]
-    val = [Record(orjson.dumps(rows[i]), "val", 0, i) for i in keep]
+    val = [Record(orjson.dumps(rows[i]), "val", 0, j) for j, i in enumerate(keep)]
     ds = datasets.load_nsl_kdd(root)  # for its overrides only; its series (the test file) is not read
     name = "KDDTrain+ last 20%, difficulty <= 20" if hard else "KDDTrain+ last 20%"
     return datasets.Dataset("nsl-kdd-validation", ds.overrides, iter([datasets.Series(name, train, val, lab[keep])]), 1)
