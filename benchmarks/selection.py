@@ -331,7 +331,7 @@ def nab_long_validation(root: Path, seed: int, per_machine: int = 3, *, skewed: 
             name = f"{m}/m{j:02d}"
             docs = [{"series": name, "t": i * 300, "value": float(a)} for i, a in enumerate(v)]
             recs = [Record(orjson.dumps(d), name, 0, i) for i, d in enumerate(docs)]
-            out.append(datasets.Series(name, recs[:n_prob], recs, y))
+            out.append(datasets.Series(name, recs[:n_prob], recs, y, test_starts_with_train=True))
     name = ("nab-skewed-validation" if skewed else "nab-long-validation") + ("" if size == 1.0 else f"-size-{size:g}")
     return datasets.Dataset(name, datasets.load_nab(root).overrides, iter(out), len(out))
 

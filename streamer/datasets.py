@@ -40,6 +40,9 @@ class Series:
     timestamps: list[str] | None = None  # NAB: test timestamps, for the results layout
     values: np.ndarray | None = None  # NAB: test values, for the results layout
     train_labels: np.ndarray | None = None
+    # The test stream starts with the training records (NAB: every row of a file is scored, its
+    # first rows are also the training data), so no training record comes before the first test one.
+    test_starts_with_train: bool = False
 
 
 @dataclass
@@ -230,7 +233,8 @@ def load_nab(root: Path) -> Dataset:
             category = rel.split("/")[0]
             # The whole file is the test stream (NAB scores every row after the probation); the
             # probationary rows are also the training data.
-            yield Series(rel, recs[:n_prob], recs, y, category=category, timestamps=ts, values=v)
+            yield Series(rel, recs[:n_prob], recs, y, category=category, timestamps=ts, values=v,
+                         test_starts_with_train=True)
 
     overrides = {
         "schema.entity_field": "series",

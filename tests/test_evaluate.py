@@ -111,15 +111,22 @@ def test_eval_nab_layout_scores_and_results(tmp_path, caplog, cooldown, gap):
     assert header == "timestamp,value,anomaly_score,label"
     assert len(csv_file.read_text().splitlines()) == 1201
     written = np.array([float(line.split(",")[2]) for line in csv_file.read_text().splitlines()[1:]])
+    # The whole file is the stream, its first rows also the training data: the first window is
+    # rows 0-1 (row 0 takes it too), not the training's last row joined to row 0.
+    assert written[0] == written[1]
     hits = np.flatnonzero(written >= 0.5)  # rows that alert (a surprise of 0.5 is alpha)
+    spike = hits[(hits >= 900) & (hits <= 911)]
+    # elsewhere, at most the false alarms alpha allows (which rows depends on the trained model:
+    # another Keras backend draws other weights from the same seed)
+    assert len(hits) - len(spike) <= 0.01 * len(written), hits
     if gap:  # the spike's onset only: no escalation alerts
-        assert len(hits) == 1 and 900 <= hits[0] < 910, hits
+        assert len(spike) == 1 and spike[0] < 910, hits
     elif cooldown:
         # the spike's onset, then only escalations (each more significant than the last); the
         # rest of the spike and the way back repeat the incident
-        assert len(hits) and ((hits >= 900) & (hits < 910)).all() and (np.diff(written[hits]) > 0).all(), hits
+        assert len(spike) and spike.max() < 910 and (np.diff(written[spike]) > 0).all(), hits
     else:  # every spike row and the way back: both values of a window of 2 are far out
-        assert ((hits >= 900) & (hits <= 911)).sum() >= 10, hits
+        assert len(spike) >= 10, hits
 
 
 def test_eval_bad_use(capsys, tmp_path):
