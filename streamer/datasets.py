@@ -40,8 +40,9 @@ class Series:
     timestamps: list[str] | None = None  # NAB: test timestamps, for the results layout
     values: np.ndarray | None = None  # NAB: test values, for the results layout
     train_labels: np.ndarray | None = None
-    # The test stream starts with the training records (NAB: every row of a file is scored, its
-    # first rows are also the training data), so no training record comes before the first test one.
+    # The test stream starts with the training records (NAB: the whole file is streamed, its first
+    # rows are also the training data): no training record comes before the first test one, and the
+    # row metrics leave the training rows out.
     test_starts_with_train: bool = False
 
 
