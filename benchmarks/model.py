@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             "devices": _devices(backend), "features": args.features,
             "hidden": [64, 32], "latent_dim": 8, "members": args.members, "k": 10, "batches": batches,
             "reservoirs": reservoirs}
-    bl.say(f"model: keras backend {backend} on {', '.join(meta['devices'])}, {args.features} features, batches {batches}, reservoirs "
-           f"{reservoirs}, {meta['cores']} cores, load {meta['load_avg_at_start']}")
+    bl.say(f"model: keras backend {backend} on {', '.join(meta['devices'])}, {args.features} features, "
+           f"batches {batches}, reservoirs {reservoirs}, {meta['cores']} cores, "
+           f"load {meta['load_avg_at_start']}")
     rng = np.random.default_rng(0)
     if args.data == "flows":
         embedder, normalizer, x_all, x_pool = flow_model(max(batches), max(reservoirs), meta, args.members)

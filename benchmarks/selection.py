@@ -357,18 +357,20 @@ def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
 
 
 def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[str], cats: list[str], *,
-                nab_scores: bool = False, probation: bool = False) -> dict[str, dict[str, float]]:
-    """Validation figures of one variant, per detector: each mean over the dataset's series.
-    ``probation``: each series' stream starts with its training rows (NAB's probationary period),
-    left out of every figure."""
+                nab_scores: bool = False) -> dict[str, dict[str, float]]:
+    """Validation figures of one variant, per detector: each mean over the dataset's series. A
+    series whose stream starts with its training rows (NAB's probationary period) is judged after
+    them (``Series.judged_from``), and NAB's scorer then gets the probation too."""
     cfg = load_config(overrides={**ds.overrides, **overrides, "detector.alpha": 0.01}, environ={})
     figs: dict[str, dict[str, list[float]]] = {}
     nab_files: dict[str, list[nab.FileScores]] = {}
+    probation = False
     with tempfile.TemporaryDirectory() as tmp:
         cfg.model.dir = tmp
         for s in ds.series:
             res = evaluate_series(s, cfg, ["streamer", *peers], workdir=Path(tmp))
-            skip = len(s.train) if probation else 0
+            skip = s.judged_from
+            probation = probation or s.test_starts_with_train
             y = np.asarray(res.labels)[skip:]
             for det in ["streamer", *peers]:
                 f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
@@ -472,7 +474,7 @@ def main() -> int:
                 cats: list[str] = []
                 seeded = ov if seed is None else {**ov, "model.seed": seed}
                 runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
-                                        nab_scores=args.dataset.startswith("nab"), probation=args.dataset in NAB_LONG))
+                                        nab_scores=args.dataset.startswith("nab")))
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
                 fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])

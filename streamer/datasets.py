@@ -45,6 +45,13 @@ class Series:
     # row metrics leave the training rows out.
     test_starts_with_train: bool = False
 
+    @property
+    def judged_from(self) -> int:
+        """The first test row the row metrics judge: after the training rows when the test stream
+        starts with them (every detector trained on those), else 0."""
+        n = len(self.train)
+        return n if self.test_starts_with_train and n < len(self.labels) else 0
+
 
 @dataclass
 class Dataset:

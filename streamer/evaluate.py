@@ -321,9 +321,9 @@ def evaluate_dataset(
                 log.warning("%s: %d of %d test rows are in no scored window (dead letters: %s); each detector's "
                             "figures count them at its lowest score", series.name, res.unscored_rows,
                             len(res.labels), why)
-            # A stream that starts with the training data (NAB) is judged after it: every detector
-            # trained on those rows (NAB's scorer skips its probationary period too).
-            skip = len(series.train) if series.test_starts_with_train and len(series.train) < len(res.labels) else 0
+            # A stream that starts with the training data (NAB) is judged after it (NAB's scorer
+            # skips its probationary period too).
+            skip = series.judged_from
             for d in detectors:
                 fig = metrics.summarize(res.labels[skip:], res.scores[d][skip:], res.alerts[d][skip:],
                                         cfg.detector.alpha)
