@@ -229,6 +229,21 @@ class DetectorConfig:
         "echo as a false alarm at the same phase one period later; it then also learns a lasting change more slowly "
         "(NAB: far more false alarms, see docs/evaluation-log.md). 0: unclipped.",
     )
+    change_horizon: int = _f(
+        0,
+        "Change view (count windows of at least 2 events): when > 0, the change of each new event's raw features "
+        "from the event before it is compared with its entity's recent changes (exponential mean and variance over "
+        "about this many windows, started from mean 0 and the training windows' variance of that change), except "
+        "in the columns the normalizer log-compresses (bursty counts: their changes are far from normal). It joins "
+        "the alert decision only, as a weighted Bonferroni with the input views (`change_share`): a sudden jump, drop "
+        "or burst alerts at its onset, while the score, the p-value and the scores topic keep ranking windows as "
+        "without it. 0: off.",
+    )
+    change_share: float = _f(
+        0.1,
+        "Change view: its share of the weighted Bonferroni with the input and seasonal views (their tail "
+        "probability divided by 1 - share, the change view's by share; the smaller counts). Alone, it counts whole.",
+    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -383,6 +398,15 @@ class StreamerConfig:
             raise ConfigError("detector.seasonal_clip", "0 (unclipped) or a number of spreads", d.seasonal_clip)
         if d.seasonal_horizon < 2:
             raise ConfigError("detector.seasonal_horizon", "a number of windows >= 2", d.seasonal_horizon)
+        if d.change_horizon < 0 or d.change_horizon == 1:
+            raise ConfigError("detector.change_horizon", "0 (off) or a number of windows >= 2", d.change_horizon)
+        if d.change_horizon and (w.kind != "count" or w.size < 2):
+            raise ConfigError("detector.change_horizon",
+                              "0 unless windows are count windows of at least 2 events (window.kind count, "
+                              "window.size >= 2): the change is read from a window's two newest events",
+                              d.change_horizon)
+        if not 0.0 < d.change_share < 1.0 or not math.isfinite(d.change_share):
+            raise ConfigError("detector.change_share", "a share in (0, 1)", d.change_share)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if not 0 <= d.incident_gap <= 10_000:

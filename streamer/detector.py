@@ -14,7 +14,7 @@ from streamer.artifact import ModelArtifact
 from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline, significance
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
-from streamer.window import new_event_columns
+from streamer.window import change_columns, new_event_columns
 
 __all__ = ["Detector", "Scored"]
 
@@ -30,7 +30,7 @@ class Scored:
     recon: np.ndarray
     sq_err: np.ndarray  # (n, F) per-feature squared reconstruction error (scaled, as scored)
     entity_p: np.ndarray | None = None  # tail probability against the entity's own baseline (when on)
-    # What the alert was decided on (alert = significance < alpha): the p-value, or with an entity
+    # How significant each window is, the ranking of windows: the p-value, or with an entity
     # baseline and/or an input baseline their combination (see
     # :func:`streamer.calibrate.significance`).
     significance: np.ndarray | None = None
@@ -38,10 +38,16 @@ class Scored:
     # With an alert cooldown or an incident gap: windows repeating an open incident of their entity
     # (never alerts, significant or not; see streamer.calibrate.AlertCooldown).
     repeat: np.ndarray | None = None
+    change_p: np.ndarray | None = None  # tail probability of each new event's change (change view, when on)
+    # What the alert was decided on (alert = alert_significance < alpha, unless repeating an
+    # incident): ``significance``, or with the change view its join with the change's tail.
+    alert_significance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.significance is None:
             self.significance = significance(self.p_value, self.entity_p, input_p=self.input_p)
+        if self.alert_significance is None:
+            self.alert_significance = self.significance
 
 
 def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +61,17 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"model {model.version} has no training feature statistics: retrain it to use "
                          "detector.input_baseline")
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
+
+
+def change_prior(model: ModelArtifact, new: np.ndarray) -> np.ndarray:
+    """Variance of each new event's change over the model's training windows (the pairs of
+    :func:`streamer.window.change_columns`), where a change view starts: from ``scoring.json``
+    (written since the change view exists)."""
+    var = model.scoring.get("change_var")
+    if var is None or len(var) != len(new):
+        raise ValueError(f"model {model.version} has no training variance of its events' changes: retrain it to "
+                         "use detector.change_horizon")
+    return np.asarray(var, dtype=np.float64)
 
 
 class Detector:
@@ -89,6 +106,20 @@ class Detector:
                 self.seasonal = SeasonalBaseline(mean, var, period_s=cfg.seasonal_period_s,
                                                  buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon,
                                                  clip=cfg.seasonal_clip)
+        self.change = None
+        if cfg.change_horizon:
+            new, prev = change_columns(model.normalizer.names, model.config.window)
+            if not len(new):
+                raise ValueError(f"detector.change_horizon needs count windows of at least 2 events; model "
+                                 f"{model.version} has {model.config.window.kind} windows of "
+                                 f"{model.config.window.size}")
+            # Not on the columns the normalizer log-compresses (bursty counts): their changes are far
+            # from the normal tail the view judges them by (the NAB-like bursty validation lost).
+            smooth = ~np.asarray(model.normalizer.log, dtype=bool)[new]
+            self.change_new, self.change_prev = new[smooth], prev[smooth]
+            if smooth.any():
+                self.change = InputBaseline(np.zeros(int(smooth.sum())), change_prior(model, new)[smooth],
+                                            horizon=cfg.change_horizon)
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
 
@@ -98,7 +129,7 @@ class Detector:
 
     def carry_over(self, old: Detector) -> None:
         """Keep what ``old`` (the detector this one replaces in a hot swap) learned that does not
-        depend on its model: the input and seasonal baselines (they judge raw values, and a
+        depend on its model: the input, seasonal and change views (they judge raw values, and a
         seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
         incidents (significances are comparable across models). The entity baseline judges the
         model's own score and restarts from the new calibration. Both detectors build the same
@@ -107,6 +138,8 @@ class Detector:
             self.input_baseline = old.input_baseline
         if self.seasonal is not None and old.seasonal is not None:
             self.seasonal = old.seasonal
+        if self.change is not None and old.change is not None:
+            self.change = old.change
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
 
@@ -116,8 +149,10 @@ class Detector:
         entity baseline (input baseline) configured and ``entity`` given (one key per window, in
         stream order), each window's score (raw features) is also judged against its entity's
         recent ones, and with a seasonal baseline and ``t_ms`` (each window's newest event time)
-        against its entity's at the same phase of the period; with an alert cooldown, windows
-        repeating an open incident of their entity do not alert."""
+        against its entity's at the same phase of the period; with the change view, each new
+        event's change from the one before it against its entity's recent changes (the alert
+        decision only: ``Scored.alert_significance``); with an alert cooldown, windows repeating an
+        open incident of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
@@ -142,8 +177,17 @@ class Detector:
                 # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
                 q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
-        alert = self.calibrator.is_alert(sig)
-        repeat = self.cooldown.update(entity, sig) if self.cooldown is not None and entity is not None else None
+        q_ch = None
+        sig_alert = sig
+        if self.change is not None and entity is not None:
+            q_ch = self.change.update(entity, x_raw[:, self.change_new] - x_raw[:, self.change_prev])
+            # The change view decides alerts only: the ranking (sig) stays as without it.
+            share = self.cfg.change_share
+            q_views = q_ch if q_in is None else np.minimum(1.0, np.minimum(q_in / (1.0 - share), q_ch / share))
+            sig_alert = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_views)
+        alert = self.calibrator.is_alert(sig_alert)
+        repeat = (self.cooldown.update(entity, sig_alert)
+                  if self.cooldown is not None and entity is not None else None)
         if repeat is not None:
             alert &= ~repeat
-        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat)
+        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, sig_alert)

@@ -184,7 +184,7 @@ def evaluate_series(
         events, _, _ = pipe.decoder.decode(series.train[-(cfg.window.size - 1):])
         pipe.windower.push(events)
     base = series.test[0].offset
-    rows_l, lo_l, ent_l, x_l, s_l, p_l, a_l, rep_l = [], [], [], [], [], [], [], []
+    rows_l, lo_l, ent_l, x_l, s_l, p_l, pa_l, a_l, rep_l = [], [], [], [], [], [], [], [], []
     dead_rows: list[int] = []
 
     def stream() -> Iterator[StepResult]:
@@ -214,12 +214,14 @@ def evaluate_series(
             x_l.append(r.windows.x)
             s_l.append(r.scored.score)
             p_l.append(r.scored.significance)
+            pa_l.append(r.scored.alert_significance)
             a_l.append(r.scored.alert)
             rep_l.append(r.scored.repeat if r.scored.repeat is not None else np.zeros(len(r.scored.score), bool))
     rows = np.concatenate(rows_l) if rows_l else np.empty(0, dtype=np.int64)
     x_test = np.concatenate(x_l) if x_l else np.empty((0, len(pipe.windower.feature_names)))
     ours = np.concatenate(s_l) if s_l else np.empty(0)
     p = np.concatenate(p_l) if p_l else np.empty(0)
+    p_alert = np.concatenate(pa_l) if pa_l else np.empty(0)
     alert = np.concatenate(a_l) if a_l else np.empty(0, dtype=bool)
     repeat = np.concatenate(rep_l) if rep_l else np.empty(0, dtype=bool)
     owner = row_owner(n, rows, np.concatenate(lo_l) if lo_l else np.empty(0, dtype=np.int64),
@@ -251,13 +253,20 @@ def evaluate_series(
         else:
             out.scores["streamer"] = to_rows(ours, floor)
             out.unit_scores["streamer"] = to_rows(_unit(ours, model.calibration), 0.0)
-        if repeat.any():
+        own_alerts = not np.array_equal(p_alert, p)
+        if repeat.any() or own_alerts:
             # With an alert cooldown the score still ranks every window (ROC-AUC, PR-AUC: what the
             # scores topic carries), while detections skip the windows repeating an open incident
             # (they never alert): any threshold on this groups incidents as the detector's
-            # cooldown does (an incident gap groups at alpha only: see AlertCooldown).
+            # cooldown does (an incident gap groups at alpha only: see AlertCooldown). With the
+            # change view, detections are thresholds on what alerts are decided on
+            # (Scored.alert_significance), the ranking stays the score's.
+            detected = out.unit_scores["streamer"]
+            if own_alerts:
+                detected = to_rows(_surprise(p_alert, alpha) * (1.0 - TIE_BREAK)
+                                   + TIE_BREAK * _unit(ours, model.calibration), 0.0)
             rep = to_rows(repeat.astype(float), 0.0).astype(bool)
-            out.detection_scores["streamer"] = np.where(rep, 0.0, out.unit_scores["streamer"])
+            out.detection_scores["streamer"] = np.where(rep, 0.0, detected)
         out.seconds["streamer"] = time.monotonic() - t0
 
     peers = [d for d in detectors if d != "streamer"]

@@ -380,7 +380,7 @@ class Retrainer:
         threshold = calibrator.threshold
         # significant windows, alerted or grouped into an open incident (alert cooldown): neither
         # is normal training data
-        alert = calibrator.is_alert(sc.significance)
+        alert = calibrator.is_alert(sc.alert_significance)
         finite = np.isfinite(sc.knn)
         confident = confident_mask(sc.score, threshold, self.cfg.retrain.confident_factor, alert)
         kind = np.where(confident, 2, np.where(alert, 1, 0)).astype(np.int8)  # 0 normal, 1 moderate, 2 confident

@@ -33,7 +33,7 @@ from streamer.normalize import Normalizer
 from streamer.progress import Progress
 from streamer.records import Record, WindowBatch
 from streamer.score import combine_scores, knn_distance, recon_error
-from streamer.window import make_windower
+from streamer.window import change_columns, make_windower
 
 __all__ = ["windows_from_records", "validation_split", "train_model", "train_on_windows", "fit_on_windows",
            "Candidate", "TrainingError", "MIN_WINDOWS"]
@@ -269,9 +269,19 @@ def fit_on_windows(
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names,
                # where a per-entity input baseline starts (detector.input_baseline)
-               "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist()}
+               "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist(),
+               # where a per-entity change view starts (detector.change_horizon): the variance of each
+               # new event's change from the event before it
+               "change_var": _change_var(x_tr, names, cfg).tolist()}
     return Candidate(cfg=cfg, embedder=embedder, normalizer=normalizer, reservoir_seed=seed, calibration=s_va,
                      scoring=scoring, card=card)
+
+
+def _change_var(x: np.ndarray, names: list[str], cfg: StreamerConfig) -> np.ndarray:
+    """Variance over training windows ``x`` of each new event's change from the event before it
+    (:func:`streamer.window.change_columns`; empty unless count windows of at least 2 events)."""
+    new, prev = change_columns(names, cfg.window)
+    return (x[:, new] - x[:, prev]).var(axis=0) if len(new) else np.empty(0)
 
 
 def _backend() -> str:

@@ -19,7 +19,8 @@ import numpy as np
 from streamer.config import WindowConfig
 from streamer.records import EventBatch, WindowBatch
 
-__all__ = ["Windower", "RecordWindower", "CountWindower", "TimeWindower", "make_windower", "new_event_columns"]
+__all__ = ["Windower", "RecordWindower", "CountWindower", "TimeWindower", "make_windower", "new_event_columns",
+           "change_columns"]
 
 # Count-window feature names: ``<field>@-<lag>``, lag 0 the newest event.
 LAG_SEP = "@-"
@@ -407,6 +408,24 @@ def new_event_columns(feature_names: list[str], cfg: WindowConfig) -> np.ndarray
         return np.arange(len(feature_names))
     lags = np.array([int(n.rsplit(LAG_SEP, 1)[1]) for n in feature_names])
     return np.flatnonzero(lags < max(1, min(cfg.slide, cfg.size)))
+
+
+def change_columns(feature_names: list[str], cfg: WindowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Column pairs ``(new, previous)`` of count-window features: for each column of an event new to
+    its window (:func:`new_event_columns`), the same field one event earlier, so that ``x[:, new] -
+    x[:, previous]`` is each new event's change from the event before it. Empty for other windows,
+    and for a window of one event."""
+    if cfg.kind != "count":
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    where = {n: i for i, n in enumerate(feature_names)}
+    new, prev = [], []
+    for c in new_event_columns(feature_names, cfg):
+        field, lag = feature_names[c].rsplit(LAG_SEP, 1)
+        before = where.get(f"{field}{LAG_SEP}{int(lag) + 1}")
+        if before is not None:
+            new.append(int(c))
+            prev.append(before)
+    return np.asarray(new, dtype=np.int64), np.asarray(prev, dtype=np.int64)
 
 
 def make_windower(feature_names: list[str], cfg: WindowConfig) -> Windower:

@@ -132,6 +132,20 @@ def test_build_alerts_fields_and_shares():
         orjson.dumps(a)  # serializable as is
 
 
+def test_an_alert_decided_with_the_change_view_carries_its_tail_and_decision():
+    s = scored()
+    s.change_p = np.array([1e-6, 0.5, 0.3, 0.2])
+    # the ranking's significance (the p-value here) and what the alert was decided on differ
+    s.alert_significance = np.array([2e-4, 0.6, 0.0005, 0.004])
+    alerts = build_alerts(windows(4), s, groups=feature_groups(NAMES), model_version="v1", threshold=2.0,
+                          alpha=0.01, top_features=2)
+    assert [a["change_p_value"] for a in alerts] == [1e-6, 0.3, 0.2]
+    assert [a["significance"] for a in alerts] == [2e-4, 0.0005, 0.004]
+    assert "input_p_value" not in alerts[0] and "entity_p_value" not in alerts[0]
+    assert "change_p_value" not in build_alerts(windows(4), scored(), groups=feature_groups(NAMES), model_version="v1",
+                                                threshold=2.0, alpha=0.01, top_features=2)[0]
+
+
 def test_build_alerts_top_feature_of_a_random_error_matrix():
     rng = np.random.default_rng(0)
     names = [f"{f}@-{lag}" for lag in (2, 1, 0) for f in ("a", "b", "c", "d")]

@@ -276,6 +276,11 @@ def test_bad_hop():
         ({"detector.incident_gap": -1}, "detector.incident_gap"),
         ({"detector.incident_gap": 10_001}, "detector.incident_gap"),
         ({"detector.seasonal_period_s": -1}, "detector.seasonal_period_s"),
+        ({"window.kind": "count", "window.size": 2, "detector.change_horizon": 1}, "detector.change_horizon"),
+        ({"window.kind": "count", "window.size": 1, "detector.change_horizon": 100}, "detector.change_horizon"),
+        ({"window.kind": "time", "detector.change_horizon": 100}, "detector.change_horizon"),
+        ({"detector.change_share": 0.0}, "detector.change_share"),
+        ({"detector.change_share": 1.0}, "detector.change_share"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),
         ({"detector.seasonal_clip": -1}, "detector.seasonal_clip"),
@@ -289,6 +294,13 @@ def test_bad_hop():
 )
 def test_cross_field_rules(overrides, field):
     _raises(field, load_config, overrides={**NUM, **overrides}, environ={})
+
+
+def test_change_view_needs_count_windows_of_two_events():
+    cfg = _load(window__kind="count", window__size=2, detector__change_horizon=3000)
+    assert (cfg.detector.change_horizon, cfg.detector.change_share) == (3000, 0.1)
+    err = _raises("detector.change_horizon", _load, window__kind="record", detector__change_horizon=3000)
+    assert "window.size >= 2" in str(err)
 
 
 def test_apply_overrides_in_place_and_config_from_dict_round_trip():

@@ -196,6 +196,59 @@ def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path, grouping
     assert grouped["roc_auc"] == pytest.approx(plain["roc_auc"]) and grouped["pr_auc"] == pytest.approx(plain["pr_auc"])
 
 
+def test_eval_change_view_alerts_at_a_level_shift_and_leaves_the_ranking(tmp_path):
+    """``detector.change_horizon``: a level shift inside the series' usual range (the sine's)
+    alerts at its onset; the ranking, and so ROC-AUC and PR-AUC, is the same without it."""
+    rng = np.random.default_rng(6)
+    n = 1500
+    t = np.arange(n)
+    v = np.sin(t / 20) + rng.normal(0, 0.05, n)
+    v[1200:1230] += 0.8
+    y = np.zeros(n, dtype=int)
+    y[1200:1230] = 1
+    f = tmp_path / "sensor.csv"
+    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.4f},{c}" for i, a, c in zip(t, v, y)) + "\n")
+    runs = {}
+    for horizon in (0, 300):
+        out = tmp_path / f"r{horizon}.json"
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), *FAST,
+                     "--set", "window.kind=count", "--set", "window.size=2", "--set", "window.slide=1",
+                     "--set", "detector.input_baseline=300", "--set", "detector.alert_cooldown=100",
+                     "--set", f"detector.change_horizon={horizon}"]) == 0
+        runs[horizon] = json.loads(out.read_text())["sensor"]["streamer"]
+    plain, changed = runs[0], runs[300]
+    assert changed["roc_auc"] == plain["roc_auc"] and changed["pr_auc"] == plain["pr_auc"], runs
+    assert changed["event_recall"] == 1.0 and changed["recall"] > 0, runs
+    assert changed["false_alarm_rate"] <= 0.02, runs
+    # the view acts on the alerts (which rows alert), not on the score
+    assert (changed["false_alarm_rate"], changed["recall"]) != (plain["false_alarm_rate"], plain["recall"]), runs
+
+
+def test_eval_change_view_leaves_a_bursty_series_alone(tmp_path):
+    """A non-negative series with heavy bursts is log-compressed by the normalizer: its changes are
+    far from normal, and the change view stays off there (the alerts are those without it)."""
+    rng = np.random.default_rng(8)
+    n = 1500
+    v = rng.lognormal(0.0, 1.5, n)
+    v[1200:1205] *= 30.0
+    y = np.zeros(n, dtype=int)
+    y[1200:1205] = 1
+    f = tmp_path / "bursts.csv"
+    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.5f},{c}" for i, (a, c) in enumerate(zip(v, y))) + "\n")
+    keys = ("roc_auc", "pr_auc", "f1", "precision", "recall", "false_alarm_rate", "event_recall")
+    runs = {}
+    for horizon in (0, 300):
+        out = tmp_path / f"r{horizon}.json"
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), *FAST,
+                     "--set", "window.kind=count", "--set", "window.size=2", "--set", "window.slide=1",
+                     "--set", "detector.input_baseline=300", "--set", f"detector.change_horizon={horizon}"]) == 0
+        fig = json.loads(out.read_text())["bursts"]["streamer"]
+        runs[horizon] = {k: fig[k] for k in keys}
+    assert runs[0] == runs[300]
+
+
 def test_eval_learns_a_new_normal_by_retraining_online(tmp_path):
     """``retrain.in_eval``: after a lasting level shift (unlabelled: a new normal) the retrainer's
     logic retrains in-process and the detector swaps to the new model; it then raises fewer false

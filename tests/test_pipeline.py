@@ -362,6 +362,22 @@ def test_input_baseline_judges_each_event_once_in_count_windows():
     np.testing.assert_array_equal(cols("time"), np.arange(8))
 
 
+def test_change_view_pairs_each_new_event_with_the_one_before():
+    from types import SimpleNamespace
+
+    from streamer.window import change_columns
+
+    def pairs(kind, size=3, slide=1):
+        names = [f"{f}@-{lag}" for lag in range(size - 1, -1, -1) for f in ("a", "b")]
+        new, prev = change_columns(names, SimpleNamespace(kind=kind, size=size, slide=slide))
+        return [(names[i], names[j]) for i, j in zip(new, prev)]
+
+    assert pairs("count") == [("a@-0", "a@-1"), ("b@-0", "b@-1")]
+    assert pairs("count", slide=2) == [("a@-1", "a@-2"), ("b@-1", "b@-2"), ("a@-0", "a@-1"), ("b@-0", "b@-1")]
+    assert pairs("count", slide=3) == [("a@-1", "a@-2"), ("b@-1", "b@-2"), ("a@-0", "a@-1"), ("b@-0", "b@-1")]
+    assert pairs("count", size=1) == [] and pairs("time") == [] and pairs("record") == []
+
+
 def test_alert_cooldown_groups_alerts_into_incidents(model, trained_model, flows, clean_run):
     cfg = dataclasses.replace(trained_model["cfg"].detector, alert_cooldown=50)
     pipe, results, (p, repeat, sig, flags, entities) = scored_columns(model, cfg, flows, "repeat")
