@@ -196,27 +196,33 @@ def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path, grouping
     assert grouped["roc_auc"] == pytest.approx(plain["roc_auc"]) and grouped["pr_auc"] == pytest.approx(plain["pr_auc"])
 
 
+def _change_view_runs(tmp_path, name: str, v: np.ndarray, y: np.ndarray, *sets: str) -> dict[int, dict]:
+    """``streamer eval --csv`` of one series in count windows of 2 values with an input baseline,
+    without and with the change view: our figures per ``detector.change_horizon`` (0, 300)."""
+    f = tmp_path / f"{name}.csv"
+    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.5f},{c}" for i, (a, c) in enumerate(zip(v, y))) + "\n")
+    runs = {}
+    for horizon in (0, 300):
+        out = tmp_path / f"{name}-{horizon}.json"
+        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
+                     "--detectors", "streamer", "--json", str(out), *FAST,
+                     "--set", "window.kind=count", "--set", "window.size=2", "--set", "window.slide=1",
+                     "--set", "detector.input_baseline=300", *sets,
+                     "--set", f"detector.change_horizon={horizon}"]) == 0
+        runs[horizon] = json.loads(out.read_text())[name]["streamer"]
+    return runs
+
+
 def test_eval_change_view_alerts_at_a_level_shift_and_leaves_the_ranking(tmp_path):
     """``detector.change_horizon``: a level shift inside the series' usual range (the sine's)
     alerts at its onset; the ranking, and so ROC-AUC and PR-AUC, is the same without it."""
     rng = np.random.default_rng(6)
-    n = 1500
-    t = np.arange(n)
-    v = np.sin(t / 20) + rng.normal(0, 0.05, n)
+    t = np.arange(1500)
+    v = np.sin(t / 20) + rng.normal(0, 0.05, len(t))
     v[1200:1230] += 0.8
-    y = np.zeros(n, dtype=int)
+    y = np.zeros(len(t), dtype=int)
     y[1200:1230] = 1
-    f = tmp_path / "sensor.csv"
-    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.4f},{c}" for i, a, c in zip(t, v, y)) + "\n")
-    runs = {}
-    for horizon in (0, 300):
-        out = tmp_path / f"r{horizon}.json"
-        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
-                     "--detectors", "streamer", "--json", str(out), *FAST,
-                     "--set", "window.kind=count", "--set", "window.size=2", "--set", "window.slide=1",
-                     "--set", "detector.input_baseline=300", "--set", "detector.alert_cooldown=100",
-                     "--set", f"detector.change_horizon={horizon}"]) == 0
-        runs[horizon] = json.loads(out.read_text())["sensor"]["streamer"]
+    runs = _change_view_runs(tmp_path, "sensor", v, y, "--set", "detector.alert_cooldown=100")
     plain, changed = runs[0], runs[300]
     assert changed["roc_auc"] == plain["roc_auc"] and changed["pr_auc"] == plain["pr_auc"], runs
     assert changed["event_recall"] == 1.0 and changed["recall"] > 0, runs
@@ -229,24 +235,13 @@ def test_eval_change_view_leaves_a_bursty_series_alone(tmp_path):
     """A non-negative series with heavy bursts is log-compressed by the normalizer: its changes are
     far from normal, and the change view stays off there (the alerts are those without it)."""
     rng = np.random.default_rng(8)
-    n = 1500
-    v = rng.lognormal(0.0, 1.5, n)
+    v = rng.lognormal(0.0, 1.5, 1500)
     v[1200:1205] *= 30.0
-    y = np.zeros(n, dtype=int)
+    y = np.zeros(len(v), dtype=int)
     y[1200:1205] = 1
-    f = tmp_path / "bursts.csv"
-    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.5f},{c}" for i, (a, c) in enumerate(zip(v, y))) + "\n")
+    runs = _change_view_runs(tmp_path, "bursts", v, y)
     keys = ("roc_auc", "pr_auc", "f1", "precision", "recall", "false_alarm_rate", "event_recall")
-    runs = {}
-    for horizon in (0, 300):
-        out = tmp_path / f"r{horizon}.json"
-        assert main(["eval", "--csv", str(f), "--label-col", "label", "--time-col", "time", "--train-rows", "1000",
-                     "--detectors", "streamer", "--json", str(out), *FAST,
-                     "--set", "window.kind=count", "--set", "window.size=2", "--set", "window.slide=1",
-                     "--set", "detector.input_baseline=300", "--set", f"detector.change_horizon={horizon}"]) == 0
-        fig = json.loads(out.read_text())["bursts"]["streamer"]
-        runs[horizon] = {k: fig[k] for k in keys}
-    assert runs[0] == runs[300]
+    assert {k: runs[0][k] for k in keys} == {k: runs[300][k] for k in keys}
 
 
 def test_eval_learns_a_new_normal_by_retraining_online(tmp_path):
