@@ -253,7 +253,7 @@ def evaluate_series(
         else:
             out.scores["streamer"] = to_rows(ours, floor)
             out.unit_scores["streamer"] = to_rows(_unit(ours, model.calibration), 0.0)
-        own_alerts = not np.array_equal(p_alert, p)
+        own_alerts = not np.array_equal(p_alert, p, equal_nan=True)
         if repeat.any() or own_alerts:
             # With an alert cooldown the score still ranks every window (ROC-AUC, PR-AUC: what the
             # scores topic carries), while detections skip the windows repeating an open incident
