@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "SeasonalBaseline", "significance",
-           "tail_scale"]
+__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "SeasonalBaseline", "join_views",
+           "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -94,6 +94,15 @@ class Calibrator:
 
     def is_alert(self, p: np.ndarray) -> np.ndarray:
         return np.asarray(p) < self.alpha
+
+
+def join_views(q_a: np.ndarray | None, q_b: np.ndarray, share_b: float = 0.5) -> np.ndarray:
+    """Two tail probabilities of one window from different views, joined by a weighted Bonferroni:
+    ``min(1, q_a / (1 - share_b), q_b / share_b)``, so the more surprised view decides at its
+    share of the test; ``q_b`` alone when ``q_a`` is None. Equal shares: twice the smaller."""
+    if q_a is None:
+        return q_b
+    return np.minimum(1.0, np.minimum(q_a / (1.0 - share_b), q_b / share_b))
 
 
 def significance(p: np.ndarray, entity_p: np.ndarray | None, rule: str = "both", *,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline, significance
+from streamer.calibrate import (AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline,
+                                join_views, significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import change_columns, new_event_columns
@@ -175,16 +176,15 @@ class Detector:
             if self.seasonal is not None and t_ms is not None:
                 q_se = self.seasonal.update(entity, t_ms, x_in)
                 # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
-                q_in = q_se if q_in is None else np.minimum(1.0, 2.0 * np.minimum(q_in, q_se))
+                q_in = join_views(q_in, q_se)
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         q_ch = None
         sig_alert = sig
         if self.change is not None and entity is not None:
             q_ch = self.change.update(entity, x_raw[:, self.change_new] - x_raw[:, self.change_prev])
             # The change view decides alerts only: the ranking (sig) stays as without it.
-            share = self.cfg.change_share
-            q_views = q_ch if q_in is None else np.minimum(1.0, np.minimum(q_in / (1.0 - share), q_ch / share))
-            sig_alert = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_views)
+            sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
+                                     input_p=join_views(q_in, q_ch, self.cfg.change_share))
         alert = self.calibrator.is_alert(sig_alert)
         repeat = (self.cooldown.update(entity, sig_alert)
                   if self.cooldown is not None and entity is not None else None)

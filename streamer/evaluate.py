@@ -236,6 +236,11 @@ def evaluate_series(
         return full
 
     floor = float(ours.min()) - 1.0 if len(ours) else 0.0
+
+    def ranked(sig: np.ndarray) -> np.ndarray:
+        """A significance as a score in [0, 1) (see _surprise), its ties broken by the raw score."""
+        return _surprise(sig, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
+
     if "streamer" in detectors:
         out.alerts["streamer"] = to_rows(alert.astype(float), 0.0).astype(bool)
         if (pipe.detector.baseline is not None or pipe.detector.input_baseline is not None
@@ -247,8 +252,7 @@ def evaluate_series(
             # p-values are not.
             # Inside the calibration set the p-value is discrete (steps of 1/(n+1)), so windows
             # may tie; the raw score breaks those ties (it moves the ranking by less than 1e-6).
-            ranked = _surprise(p, alpha) * (1.0 - TIE_BREAK) + TIE_BREAK * _unit(ours, model.calibration)
-            out.scores["streamer"] = to_rows(ranked, 0.0)
+            out.scores["streamer"] = to_rows(ranked(p), 0.0)
             out.unit_scores["streamer"] = out.scores["streamer"]
         else:
             out.scores["streamer"] = to_rows(ours, floor)
@@ -261,10 +265,7 @@ def evaluate_series(
             # cooldown does (an incident gap groups at alpha only: see AlertCooldown). With the
             # change view, detections are thresholds on what alerts are decided on
             # (Scored.alert_significance), the ranking stays the score's.
-            detected = out.unit_scores["streamer"]
-            if own_alerts:
-                detected = to_rows(_surprise(p_alert, alpha) * (1.0 - TIE_BREAK)
-                                   + TIE_BREAK * _unit(ours, model.calibration), 0.0)
+            detected = to_rows(ranked(p_alert), 0.0) if own_alerts else out.unit_scores["streamer"]
             rep = to_rows(repeat.astype(float), 0.0).astype(bool)
             out.detection_scores["streamer"] = np.where(rep, 0.0, detected)
         out.seconds["streamer"] = time.monotonic() - t0
