@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["AlertCooldown", "Calibrator", "EntityBaseline", "InputBaseline", "SeasonalBaseline", "join_views",
-           "significance", "tail_scale"]
+__all__ = ["AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "InputBaseline", "SeasonalBaseline",
+           "join_views", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -317,20 +317,72 @@ class InputBaseline(_PerEntity):
         # per entity: F means then F variances
         self._rows = _EntityRows(np.r_[prior_mean, prior_var], max_entities)
 
-    def update(self, entity: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def update(self, entity: np.ndarray, x: np.ndarray, judge: np.ndarray | None = None) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order), updating each
-        entity's running statistics. A non-finite value counts as its entity's mean."""
+        entity's running statistics. A non-finite value counts as its entity's mean. With
+        ``judge`` (same shape), the tail probabilities are those of ``judge``'s values while the
+        statistics still learn from ``x`` (the change view judges a change's excess over its
+        entity's recent largest change: :class:`ChangeMemory`)."""
         x = _raw_windows("input baseline", x, self.n_features)
+        judged = x if judge is None else _raw_windows("input baseline", judge, self.n_features)
+        if judged.shape != x.shape:
+            raise ValueError(f"input baseline: judged values of shape {judged.shape} for windows of shape {x.shape}")
         f = self.n_features
         q = np.ones(len(x))
         for rows, s in self._rows.by_rank(entity):
             st = self._rows.state
             mean, var = st[s, :f], st[s, f:]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
-            q[rows] = _max_z_tail(np.abs(d) / np.sqrt(np.maximum(var, self.var_floor)))
+            dj = d if judge is None else np.where(np.isfinite(judged[rows]), judged[rows] - mean, 0.0)
+            q[rows] = _max_z_tail(np.abs(dj) / np.sqrt(np.maximum(var, self.var_floor)))
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)
         return q
+
+
+class ChangeMemory(_PerEntity):
+    """What a change view should not call new: a change no larger than one its entity made lately.
+
+    Event time is cut into blocks of ``span_s`` seconds; per entity and feature this keeps the
+    largest absolute change of the current block and of the one before it, so a window is compared
+    with the largest change of between one and two spans back (a block with no window of the
+    entity counts as no change). :meth:`excess` gives each change's excess over that recent
+    largest one, ``sign(d) * max(|d| - recent, 0)``, and then remembers the change. With a span of
+    a day, a step that recurs every day (a scheduled job, business hours) has no excess after its
+    first day, while a jump larger than any of the last day's keeps what exceeds them. A
+    non-finite change stays non-finite and is not remembered. At most ``max_entities`` entities are
+    kept; the least recently seen are forgotten first (and start with no memory)."""
+
+    def __init__(self, n_features: int, *, span_s: float, max_entities: int = 200_000) -> None:
+        if n_features < 1 or not span_s > 0 or not math.isfinite(span_s) or max_entities < 1:
+            raise ValueError("change memory: n_features >= 1, a finite span_s > 0 and max_entities >= 1 are needed")
+        self.n_features = int(n_features)
+        self.span_ms = float(span_s) * 1000.0
+        # per entity: the current block's number (NaN: none yet), F largest changes in it, F in the block before
+        self._rows = _EntityRows(np.r_[np.nan, np.zeros(2 * self.n_features)], max_entities)
+
+    def excess(self, entity: np.ndarray, t_ms: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Each change's excess over its entity's largest recent change (rows in stream order,
+        ``t_ms`` each window's newest event time), remembering the changes as it goes."""
+        d = _raw_windows("change memory", d, self.n_features)
+        block = np.floor(np.asarray(t_ms, dtype=np.float64) / self.span_ms)
+        if block.shape != (len(d),):
+            raise ValueError(f"change memory: {len(d)} changes but times of shape {block.shape}")
+        f = self.n_features
+        out = np.empty_like(d)
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
+            step = (block[rows] - st[s, 0])[:, None]  # NaN for an entity's first window
+            cur, prev = st[s, 1:1 + f], st[s, 1 + f:]
+            moved = ~(step <= 0)  # a new block (an out-of-order time stays in the current one)
+            prev = np.where(moved, np.where(step == 1, cur, 0.0), prev)
+            cur = np.where(moved, 0.0, cur)
+            a = np.abs(d[rows])
+            out[rows] = np.where(np.isfinite(a), np.sign(d[rows]) * np.maximum(a - np.maximum(cur, prev), 0.0), d[rows])
+            st[s, 0] = np.where(moved[:, 0], block[rows], st[s, 0])
+            st[s, 1:1 + f] = np.where(np.isfinite(a), np.maximum(cur, a), cur)
+            st[s, 1 + f:] = prev
+        return out
 
 
 class SeasonalBaseline(_PerEntity):

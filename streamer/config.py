@@ -239,6 +239,13 @@ class DetectorConfig:
         "or burst alerts at its onset, while the score, the p-value and the scores topic keep ranking windows as "
         "without it. 0: off.",
     )
+    change_memory_s: float = _f(
+        0.0,
+        "Change view: when > 0, a change counts only by how much it exceeds the largest change of its entity's "
+        "same feature in the current and the previous block of this many seconds of event time (86400: a step "
+        "that recurs every day, such as a scheduled job, stops alerting after its first day; a larger one still "
+        "alerts). Its running variance still learns from the changes themselves. 0: off.",
+    )
     change_share: float = _f(
         0.1,
         "Change view: its share of the weighted Bonferroni with the input and seasonal views (their tail "
@@ -405,6 +412,8 @@ class StreamerConfig:
                               "0 unless windows are count windows of at least 2 events (window.kind count, "
                               "window.size >= 2): the change is read from a window's two newest events",
                               d.change_horizon)
+        if d.change_memory_s < 0 or not math.isfinite(d.change_memory_s):
+            raise ConfigError("detector.change_memory_s", "0 (off) or a number of seconds", d.change_memory_s)
         if not 0.0 < d.change_share < 1.0 or not math.isfinite(d.change_share):
             raise ConfigError("detector.change_share", "a share in (0, 1)", d.change_share)
         if not 0 <= d.alert_cooldown <= 10_000:

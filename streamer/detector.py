@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import (AlertCooldown, Calibrator, EntityBaseline, InputBaseline, SeasonalBaseline,
-                                join_views, significance)
+from streamer.calibrate import (AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, InputBaseline,
+                                SeasonalBaseline, join_views, significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import change_columns, new_event_columns
@@ -107,7 +107,7 @@ class Detector:
                 self.seasonal = SeasonalBaseline(mean, var, period_s=cfg.seasonal_period_s,
                                                  buckets=cfg.seasonal_buckets, horizon=cfg.seasonal_horizon,
                                                  clip=cfg.seasonal_clip)
-        self.change = None
+        self.change = self.change_memory = None
         if cfg.change_horizon:
             new, prev = change_columns(model.normalizer.names, model.config.window)
             if not len(new):
@@ -121,6 +121,8 @@ class Detector:
             if smooth.any():
                 self.change = InputBaseline(np.zeros(int(smooth.sum())), change_prior(model, new)[smooth],
                                             horizon=cfg.change_horizon)
+                if cfg.change_memory_s:
+                    self.change_memory = ChangeMemory(int(smooth.sum()), span_s=cfg.change_memory_s)
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
 
@@ -141,6 +143,8 @@ class Detector:
             self.seasonal = old.seasonal
         if self.change is not None and old.change is not None:
             self.change = old.change
+        if self.change_memory is not None and old.change_memory is not None:
+            self.change_memory = old.change_memory
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
 
@@ -181,7 +185,11 @@ class Detector:
         q_ch = None
         sig_alert = sig
         if self.change is not None and entity is not None:
-            q_ch = self.change.update(entity, x_raw[:, self.change_new] - x_raw[:, self.change_prev])
+            d = x_raw[:, self.change_new] - x_raw[:, self.change_prev]
+            # with a memory, a change is judged by its excess over its entity's largest recent one
+            judge = (self.change_memory.excess(entity, t_ms, d)
+                     if self.change_memory is not None and t_ms is not None else None)
+            q_ch = self.change.update(entity, d, judge)
             # The change view decides alerts only: the ranking (sig) stays as without it.
             sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
                                      input_p=join_views(q_in, q_ch, self.cfg.change_share))

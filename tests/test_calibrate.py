@@ -141,7 +141,8 @@ def test_shifted_data_alerts_much_more():
 
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
-from streamer.calibrate import AlertCooldown, EntityBaseline, InputBaseline, SeasonalBaseline, significance  # noqa: E402
+from streamer.calibrate import (AlertCooldown, ChangeMemory, EntityBaseline, InputBaseline,  # noqa: E402
+                                SeasonalBaseline, significance)
 
 
 def _stream(rng, n, level=1.0):
@@ -277,6 +278,77 @@ def test_input_baseline_floor_and_bad_input():
                 dict(prior_mean=[0.0, 1.0], prior_var=[1.0], horizon=5), dict(prior_mean=[np.nan], prior_var=[1.0], horizon=5)]:
         with pytest.raises(ValueError):
             InputBaseline(**bad)
+
+
+def test_input_baseline_judges_one_value_and_learns_another():
+    # prior mean 0, variance 4, weight 0.5: judged 2 -> z = 1; the state learns from x = 6
+    b = InputBaseline(np.zeros(1), np.array([4.0]), horizon=3)
+    q = b.update(np.array(["a"]), np.array([[6.0]]), np.array([[2.0]]))
+    assert q[0] == pytest.approx(math.erfc(1 / math.sqrt(2)))
+    np.testing.assert_allclose(b._rows.state[0], [3.0, 0.5 * (4.0 + 0.5 * 36.0)])
+    # a non-finite judged value counts as the mean
+    assert b.update(np.array(["a"]), np.array([[3.0]]), np.array([[np.nan]]))[0] == 1.0
+    with pytest.raises(ValueError, match="judged values"):
+        b.update(np.array(["a", "a"]), np.zeros((2, 1)), np.zeros((1, 1)))
+
+
+DAY_MS = 86_400_000
+
+
+def test_change_memory_hand_computed():
+    m = ChangeMemory(2, span_s=86_400)
+    ent = np.array(["a"] * 4)
+    t = np.array([0, 1000, 2000, 3000]) + 5 * DAY_MS  # one day's block
+    d = np.array([[3.0, 0.0], [-2.0, 1.0], [-5.0, 0.5], [4.0, np.nan]])
+    # nothing remembered at first; then |d| over the largest earlier |d| of the block, with d's sign
+    np.testing.assert_allclose(m.excess(ent, t, d), [[3.0, 0.0], [0.0, 1.0], [-2.0, 0.0], [0.0, np.nan]])
+    # the next day remembers the previous day (5 and 1), the day after the next forgets it
+    nxt = m.excess(np.array(["a", "a"]), np.array([6 * DAY_MS, 6 * DAY_MS + 1]), np.array([[6.0, 0.5], [1.0, 0.0]]))
+    np.testing.assert_allclose(nxt, [[1.0, 0.0], [0.0, 0.0]])
+    later = m.excess(np.array(["a"]), np.array([8 * DAY_MS]), np.array([[2.0, 0.5]]))
+    np.testing.assert_allclose(later, [[2.0, 0.5]])  # day 7 had no change: days 6 and earlier are gone
+
+
+def test_change_memory_a_daily_step_stops_counting_a_larger_one_does_not():
+    """Every day at 09:00 up by 5, at 17:00 back (noise 0.1, 5-minute steps, 4 days): after the
+    first day the steps leave almost nothing over; on day 4 a jump of 9 keeps its excess of about 4."""
+    n = 288 * 4
+    i = np.arange(n)
+    rng = np.random.default_rng(0)
+    v = 5.0 * ((i % 288 >= 108) & (i % 288 < 204)) + rng.normal(0, 0.1, n)
+    v[288 * 3 + 30:] += 9.0
+    d = np.diff(v, prepend=v[0])[:, None]
+    ex = ChangeMemory(1, span_s=86_400).excess(np.full(n, "s"), i * 300_000.0, d)[:, 0]
+    assert ex[108] > 4.0  # the first step: nothing like it before
+    steps = [k for k in range(288, n) if k % 288 in (108, 204)]
+    assert np.abs(ex[steps]).max() < 0.5 and abs(d[steps[0], 0]) > 4.5
+    assert ex[288 * 3 + 30] == pytest.approx(d[288 * 3 + 30, 0] - 5.0, abs=0.5)
+
+
+def test_change_memory_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(3)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=500)
+    t = np.sort(rng.uniform(0, 4 * DAY_MS, 500))
+    d = rng.normal(size=(500, 2)) * (1 + 4 * (ent == "b"))[:, None]
+    whole = ChangeMemory(2, span_s=86_400).excess(ent, t, d)
+    split = ChangeMemory(2, span_s=86_400)
+    parts = np.concatenate([split.excess(ent[lo:lo + 41], t[lo:lo + 41], d[lo:lo + 41]) for lo in range(0, 500, 41)])
+    np.testing.assert_allclose(parts, whole)
+    alone = ChangeMemory(2, span_s=86_400).excess(ent[ent == "a"], t[ent == "a"], d[ent == "a"])
+    np.testing.assert_allclose(whole[ent == "a"], alone)  # b's large changes never mask a's
+    assert (np.abs(whole) <= np.abs(d)).all()
+
+
+def test_change_memory_bad_input():
+    for bad in [dict(n_features=0, span_s=1.0), dict(n_features=1, span_s=0.0), dict(n_features=1, span_s=np.inf)]:
+        with pytest.raises(ValueError, match="change memory"):
+            ChangeMemory(**bad)
+    m = ChangeMemory(1, span_s=60)
+    with pytest.raises(ValueError, match="expected 1 features"):
+        m.excess(np.array(["a"]), np.array([0.0]), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="times of shape"):
+        m.excess(np.array(["a"]), np.array([0.0, 1.0]), np.zeros((1, 1)))
+    assert m.excess(np.array([], dtype=object), np.zeros(0), np.zeros((0, 1))).shape == (0, 1)
 
 
 def test_seasonal_baseline_phases_and_hand_computed():

@@ -280,6 +280,8 @@ def test_bad_hop():
         ({"window.kind": "count", "window.size": 1, "detector.change_horizon": 100}, "detector.change_horizon"),
         ({"window.kind": "time", "detector.change_horizon": 100}, "detector.change_horizon"),
         ({"detector.change_share": 0.0}, "detector.change_share"),
+        ({"detector.change_memory_s": -1}, "detector.change_memory_s"),
+        ({"detector.change_memory_s": "inf"}, "detector.change_memory_s"),
         ({"detector.change_share": 1.0}, "detector.change_share"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),
@@ -298,7 +300,7 @@ def test_cross_field_rules(overrides, field):
 
 def test_change_view_needs_count_windows_of_two_events():
     cfg = _load(window__kind="count", window__size=2, detector__change_horizon=3000)
-    assert (cfg.detector.change_horizon, cfg.detector.change_share) == (3000, 0.1)
+    assert (cfg.detector.change_horizon, cfg.detector.change_share, cfg.detector.change_memory_s) == (3000, 0.1, 0.0)
     err = _raises("detector.change_horizon", _load, window__kind="record", detector__change_horizon=3000)
     assert "window.size >= 2" in str(err)
 

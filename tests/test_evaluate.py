@@ -196,11 +196,13 @@ def test_eval_with_an_alert_cooldown_alerts_once_per_incident(tmp_path, grouping
     assert grouped["roc_auc"] == pytest.approx(plain["roc_auc"]) and grouped["pr_auc"] == pytest.approx(plain["pr_auc"])
 
 
-def _change_view_runs(tmp_path, name: str, v: np.ndarray, y: np.ndarray, *sets: str) -> dict[int, dict]:
-    """``streamer eval --csv`` of one series in count windows of 2 values with an input baseline,
-    without and with the change view: our figures per ``detector.change_horizon`` (0, 300)."""
+def _change_view_runs(tmp_path, name: str, v: np.ndarray, y: np.ndarray, *sets: str, step_s: int = 1) -> dict[int, dict]:
+    """``streamer eval --csv`` of one series (a value every ``step_s`` seconds) in count windows of
+    2 values with an input baseline, without and with the change view: our figures per
+    ``detector.change_horizon`` (0, 300)."""
     f = tmp_path / f"{name}.csv"
-    f.write_text("time,v,label\n" + "\n".join(f"{i},{a:.5f},{c}" for i, (a, c) in enumerate(zip(v, y))) + "\n")
+    f.write_text("time,v,label\n" + "\n".join(f"{i * step_s},{a:.5f},{c}" for i, (a, c) in enumerate(zip(v, y)))
+                 + "\n")
     runs = {}
     for horizon in (0, 300):
         out = tmp_path / f"{name}-{horizon}.json"
@@ -229,6 +231,54 @@ def test_eval_change_view_alerts_at_a_level_shift_and_leaves_the_ranking(tmp_pat
     assert changed["false_alarm_rate"] <= 0.02, runs
     # the view acts on the alerts (which rows alert), not on the score
     assert (changed["false_alarm_rate"], changed["recall"]) != (plain["false_alarm_rate"], plain["recall"]), runs
+
+
+def test_eval_change_memory_silences_a_daily_step_not_a_larger_jump(tmp_path, monkeypatch):
+    """``detector.change_memory_s``: a step up every day at 09:00 and back at 17:00 (a scheduled
+    job; 5-minute values) is a rare change each time to the change view; with a day's memory only
+    the first step counts, while a jump twice the daily step's size still does. The ranking stays
+    as without the memory."""
+    from streamer.detector import Detector
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []  # per window with the view on: change, its tail probability
+    score = Detector.score
+
+    def spy(self, x_raw, **kw):
+        out = score(self, x_raw, **kw)
+        if out.change_p is not None:
+            seen.append(((x_raw[:, self.change_new] - x_raw[:, self.change_prev])[:, 0], out.change_p))
+        return out
+
+    monkeypatch.setattr(Detector, "score", spy)
+    n = 288 * 12
+    i = np.arange(n)
+    rng = np.random.default_rng(4)
+    v = 0.3 * np.sin(2 * np.pi * i / 288) + 1.0 * ((i % 288 >= 108) & (i % 288 < 204)) + rng.normal(0, 0.05, n)
+    lo = 288 * 10 + 30  # 02:30 on day 10: outside the daily step
+    v[lo:lo + 30] += 2.0
+    y = np.zeros(n, dtype=int)
+    y[lo:lo + 30] = 1
+    runs, views = {}, {}
+    for memory in (0, 86400):
+        seen.clear()
+        runs[memory] = _change_view_runs(tmp_path, "job", v, y, "--set", "detector.alert_cooldown=10",
+                                         "--set", f"detector.change_memory_s={memory}", step_s=300)[300]
+        views[memory] = tuple(np.concatenate(c) for c in zip(*seen))
+    d, q_plain = views[0]
+    np.testing.assert_allclose(views[86400][0], d)  # the same windows, in the same order
+    q_mem = views[86400][1]
+    steps = np.flatnonzero((np.abs(d) > 0.7) & (np.abs(d) < 1.5))  # the daily steps of the test rows
+    jump = np.flatnonzero(np.abs(d) > 1.5)  # the jump's onset and end
+    assert len(steps) >= 14 and len(jump) == 2
+    assert (q_plain[steps] < 1e-3).all()
+    # with the memory only the first step counts (the step back down that day is no larger): none
+    # of the later ones is significant at alpha 0.01
+    assert q_mem[steps[0]] < 1e-3 and (q_mem[steps[1:]] > 0.01).all(), q_mem[steps]
+    # the jump's onset counts with or without the memory (its end, no larger, only without)
+    assert q_mem[jump[0]] < 1e-3 and (q_plain[jump] < 1e-3).all() and q_mem[jump[1]] > 0.01
+    plain, remembered = runs[0], runs[86400]
+    assert remembered["roc_auc"] == plain["roc_auc"] and remembered["pr_auc"] == plain["pr_auc"], runs
+    assert remembered["event_recall"] == 1.0 and remembered["false_alarm_rate"] <= plain["false_alarm_rate"], runs
 
 
 def test_eval_change_view_leaves_a_bursty_series_alone(tmp_path):

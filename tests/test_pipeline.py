@@ -273,6 +273,37 @@ def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, traine
     np.testing.assert_array_equal(swapped, kept)
 
 
+def test_hot_swap_keeps_the_change_view_and_its_memory(tmp_path, flows):
+    """A model of count windows of 2 events with the change view and a change memory: a hot swap
+    to a new version keeps both (what they say after the swap is what they say without it)."""
+    from conftest import make_config
+
+    from streamer.train import train_model
+
+    cfg = make_config(tmp_path, **{"window.kind": "count", "window.size": 2, "window.slide": 1,
+                                   "detector.change_horizon": 100, "detector.change_memory_s": 60.0})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"][:4000]), source="test flows",
+                                        show_progress=False))
+    batches = chunks(flow_records(flows["test"][:6000]))
+    half = len(batches) // 2
+
+    def change_p_after_half(swap: bool) -> np.ndarray:
+        pipe = Pipeline(art, cfg.detector)
+        for b in batches[:half]:
+            pipe.process(b)
+        before = pipe.detector
+        assert before.change is not None and before.change_memory is not None and len(before.change_memory) > 0
+        if swap:
+            pipe.swap_model(dataclasses.replace(art, version="v2"))
+            assert pipe.detector.change is before.change and pipe.detector.change_memory is before.change_memory
+        rest = [pipe.process(b) for b in batches[half:]] + [pipe.flush()]
+        return np.concatenate([r.scored.change_p for r in rest if r.scored is not None])
+
+    kept, swapped = change_p_after_half(False), change_p_after_half(True)
+    assert len(kept) > 100 and (kept < 1).any()
+    np.testing.assert_array_equal(swapped, kept)
+
+
 def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows, trained_model):
     """``model.members=2``: one artifact holding two autoencoders; the reservoir and the
     calibration live in their joint latent space; the pipeline alerts on both attack hosts, and a
