@@ -241,10 +241,10 @@ class DetectorConfig:
     )
     change_memory_s: float = _f(
         0.0,
-        "Change view: when > 0, a change counts only by how much it exceeds the largest change of its entity's "
-        "same feature in the current and the previous block of this many seconds of event time (86400: a step "
-        "that recurs every day, such as a scheduled job, stops alerting after its first day; a larger one still "
-        "alerts). Its running variance still learns from the changes themselves. 0: off.",
+        "Change view (with `change_horizon` > 0): when > 0, a change counts only by how much it exceeds the largest "
+        "change of its entity's same feature in the current and the previous block of this many seconds of event "
+        "time (86400: a step that recurs every day, such as a scheduled job, stops alerting after its first day; a "
+        "larger one still alerts). Its running variance still learns from the changes themselves. 0: off.",
     )
     change_share: float = _f(
         0.1,

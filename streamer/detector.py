@@ -155,9 +155,10 @@ class Detector:
         stream order), each window's score (raw features) is also judged against its entity's
         recent ones, and with a seasonal baseline and ``t_ms`` (each window's newest event time)
         against its entity's at the same phase of the period; with the change view, each new
-        event's change from the one before it against its entity's recent changes (the alert
-        decision only: ``Scored.alert_significance``); with an alert cooldown, windows repeating an
-        open incident of their entity do not alert."""
+        event's change from the one before it (with a change memory, its excess over the entity's
+        largest recent change) against its entity's recent changes (the alert decision only:
+        ``Scored.alert_significance``); with an alert cooldown, windows repeating an open incident
+        of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
