@@ -131,7 +131,7 @@ TELEMETRY_VARIANTS = {
     "input-baseline-3000": {"detector.input_baseline": 3000},
     "baseline-rule-both": {"detector.entity_baseline_rule": "both"},
     "baseline-rule-geometric": {"detector.entity_baseline_rule": "geometric"},
-    **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300)},
+    **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300, 1000)},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     "incident-gap-5": {"detector.incident_gap": 5},
