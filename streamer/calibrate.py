@@ -324,16 +324,17 @@ class InputBaseline(_PerEntity):
         statistics still learn from ``x`` (the change view judges a change's excess over its
         entity's recent largest change: :class:`ChangeMemory`)."""
         x = _raw_windows("input baseline", x, self.n_features)
-        judged = x if judge is None else _raw_windows("input baseline", judge, self.n_features)
-        if judged.shape != x.shape:
-            raise ValueError(f"input baseline: judged values of shape {judged.shape} for windows of shape {x.shape}")
+        if judge is not None:
+            judge = _raw_windows("input baseline", judge, self.n_features)
+            if len(judge) != len(x):
+                raise ValueError(f"input baseline: judged values of shape {judge.shape} for windows of shape {x.shape}")
         f = self.n_features
         q = np.ones(len(x))
         for rows, s in self._rows.by_rank(entity):
             st = self._rows.state
             mean, var = st[s, :f], st[s, f:]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
-            dj = d if judge is None else np.where(np.isfinite(judged[rows]), judged[rows] - mean, 0.0)
+            dj = d if judge is None else np.where(np.isfinite(judge[rows]), judge[rows] - mean, 0.0)
             q[rows] = _max_z_tail(np.abs(dj) / np.sqrt(np.maximum(var, self.var_floor)))
             st[s, :f] = mean + self.b * d
             st[s, f:] = (1.0 - self.b) * (var + self.b * d * d)

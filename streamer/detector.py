@@ -119,10 +119,10 @@ class Detector:
             smooth = ~np.asarray(model.normalizer.log, dtype=bool)[new]
             self.change_new, self.change_prev = new[smooth], prev[smooth]
             if smooth.any():
-                self.change = InputBaseline(np.zeros(int(smooth.sum())), change_prior(model, new)[smooth],
-                                            horizon=cfg.change_horizon)
+                n = len(self.change_new)
+                self.change = InputBaseline(np.zeros(n), change_prior(model, new)[smooth], horizon=cfg.change_horizon)
                 if cfg.change_memory_s:
-                    self.change_memory = ChangeMemory(int(smooth.sum()), span_s=cfg.change_memory_s)
+                    self.change_memory = ChangeMemory(n, span_s=cfg.change_memory_s)
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
 

@@ -245,30 +245,40 @@ def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, traine
     assert len(set(entities)) < len(pipe.detector.seasonal._means.slot) <= 6 * len(set(entities))
 
 
+def swap_halfway(model, cfg, batches: list[list[Record]], swap: bool, check) -> tuple[Pipeline, list]:
+    """Run ``batches`` through a pipeline; with ``swap``, hot-swap halfway to the same weights as a
+    new version ``v2`` (what its model-independent state says must then not change). Calls
+    ``check(before, after)`` halfway with the detector of the first half and the one that replaced
+    it (None without a swap). Returns the pipeline and the second half's non-empty scorings."""
+    pipe = Pipeline(model, cfg)
+    half = len(batches) // 2
+    for b in batches[:half]:
+        pipe.process(b)
+    before = pipe.detector
+    if swap:
+        pipe.swap_model(dataclasses.replace(model, version="v2"))
+    check(before, pipe.detector if swap else None)
+    rest = [pipe.process(b) for b in batches[half:]] + [pipe.flush()]
+    return pipe, [r.scored for r in rest if r.scored is not None]
+
+
 def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, trained_model, flows):
     cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200, input_baseline=100,
                               seasonal_period_s=60.0, seasonal_buckets=6, alert_cooldown=20)
     batches = chunks(flow_records(flows["test"]))
-    half = len(batches) // 2
 
-    def q_in_after_half(swap: bool) -> tuple[Pipeline, np.ndarray]:
-        pipe = Pipeline(model, cfg)
-        for b in batches[:half]:
-            pipe.process(b)
-        before = pipe.detector
-        if swap:  # the same weights as a new version: what the raw-value baselines say must not change
-            pipe.swap_model(dataclasses.replace(model, version="v2"))
-            d = pipe.detector
-            assert d is not before and d.version == "v2"
-            assert d.input_baseline is before.input_baseline and d.seasonal is before.seasonal
-            assert d.cooldown is before.cooldown and len(d.cooldown) > 0
-            # the entity baseline judges the model's own score: it restarts from the new calibration
-            assert d.baseline is not before.baseline and len(d.baseline) == 0 < len(before.baseline)
-        rest = [pipe.process(b) for b in batches[half:]] + [pipe.flush()]
-        return pipe, np.concatenate([r.scored.input_p for r in rest if r.scored is not None])
+    def check(before, d) -> None:
+        if d is None:
+            return
+        assert d is not before and d.version == "v2"
+        assert d.input_baseline is before.input_baseline and d.seasonal is before.seasonal
+        assert d.cooldown is before.cooldown and len(d.cooldown) > 0
+        # the entity baseline judges the model's own score: it restarts from the new calibration
+        assert d.baseline is not before.baseline and len(d.baseline) == 0 < len(before.baseline)
 
-    _, kept = q_in_after_half(swap=False)
-    pipe, swapped = q_in_after_half(swap=True)
+    _, kept = swap_halfway(model, cfg, batches, False, check)
+    pipe, swapped = swap_halfway(model, cfg, batches, True, check)
+    kept, swapped = (np.concatenate([sc.input_p for sc in r]) for r in (kept, swapped))
     assert pipe.model_version == "v2" and len(swapped) > 100
     np.testing.assert_array_equal(swapped, kept)
 
@@ -285,21 +295,14 @@ def test_hot_swap_keeps_the_change_view_and_its_memory(tmp_path, flows):
     art = load_artifact_dir(train_model(cfg, flow_records(flows["train"][:4000]), source="test flows",
                                         show_progress=False))
     batches = chunks(flow_records(flows["test"][:6000]))
-    half = len(batches) // 2
 
-    def change_p_after_half(swap: bool) -> np.ndarray:
-        pipe = Pipeline(art, cfg.detector)
-        for b in batches[:half]:
-            pipe.process(b)
-        before = pipe.detector
+    def check(before, d) -> None:
         assert before.change is not None and before.change_memory is not None and len(before.change_memory) > 0
-        if swap:
-            pipe.swap_model(dataclasses.replace(art, version="v2"))
-            assert pipe.detector.change is before.change and pipe.detector.change_memory is before.change_memory
-        rest = [pipe.process(b) for b in batches[half:]] + [pipe.flush()]
-        return np.concatenate([r.scored.change_p for r in rest if r.scored is not None])
+        if d is not None:
+            assert d.change is before.change and d.change_memory is before.change_memory
 
-    kept, swapped = change_p_after_half(False), change_p_after_half(True)
+    kept, swapped = (np.concatenate([sc.change_p for sc in swap_halfway(art, cfg.detector, batches, swap, check)[1]])
+                     for swap in (False, True))
     assert len(kept) > 100 and (kept < 1).any()
     np.testing.assert_array_equal(swapped, kept)
 
