@@ -42,8 +42,10 @@ For each variant (a set of config overrides) it prints validation ROC-AUC and PR
 detector and its false-alarm rate at alpha 0.01 on the validation rows that are not anomalies (on
 ``nab`` and ``nab-long`` also NAB's standard score of the detections, with NAB-like windows around
 the injected anomalies), so a default can be picked before any test figure is seen. ``--model-seeds 7,1,2``
-trains each variant once per seed and prints the mean and standard deviation: a difference
-smaller than that spread is noise. ``--seed 0,1,2,3`` does the same over draws of the injected
+trains each variant once per seed and prints each seed's figures (``<variant>#<seed>``), then their
+mean and standard deviation: a difference smaller than that spread is noise, unless it holds at
+every seed in a paired comparison (a variant that changes only the scoring scores the same trained
+model per seed). ``--seed 0,1,2,3`` does the same over draws of the injected
 anomalies (each draw's line as ``<variant>@<seed>``, then their mean): on ``nab-long`` two draws
 differ by up to 7 points of NAB score.
 
@@ -496,6 +498,10 @@ def main() -> int:
                                         nab_scores=args.dataset.startswith("nab")))
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
+                if len(seeds) > 1:  # each training seed's figures first (a paired comparison of variants)
+                    for seed, r in zip(seeds, runs):
+                        results[f"{key}#{seed}" + ("" if len(draws) == 1 else f"@{draw}")] = r[det]
+                        print(f"{f'{key}#{seed}':<24} {_line(r[det])}", flush=True)
                 fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])
                 per_draw.setdefault(key, []).append({k: v for k, v in fig.items() if not k.endswith("_sd")})
         if len(draws) > 1:  # the mean over the draws
