@@ -500,8 +500,9 @@ def main() -> int:
                 key = name if det == "streamer" else f"{name}:{det}"
                 if len(seeds) > 1:  # each training seed's figures first (a paired comparison of variants)
                     for seed, r in zip(seeds, runs):
-                        results[f"{key}#{seed}" + ("" if len(draws) == 1 else f"@{draw}")] = r[det]
-                        print(f"{f'{key}#{seed}':<24} {_line(r[det])}", flush=True)
+                        label = f"{key}#{seed}" + ("" if len(draws) == 1 else f"@{draw}")
+                        results[label] = r[det]
+                        print(f"{label:<24} {_line(r[det])}", flush=True)
                 fig = report(key if len(draws) == 1 else f"{key}@{draw}", [r[det] for r in runs])
                 per_draw.setdefault(key, []).append({k: v for k, v in fig.items() if not k.endswith("_sd")})
         if len(draws) > 1:  # the mean over the draws
