@@ -136,3 +136,28 @@ def test_too_little_data(tmp_path, flows):
         train_model(cfg, bad, source="bad", show_progress=False)
     assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
 
+
+
+def test_unscaled_reconstruction_errors(tmp_path, flows):
+    """``model.feature_error_norm=false`` (NSL-KDD's setting): no per-feature scale is written, the
+    calibration averages the plain squared errors, and the detector scores with the same formula."""
+    from streamer.detector import Detector
+
+    cfg = make_config(tmp_path, **{"model.feature_error_norm": False, "model.epochs": 3})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="unscaled", show_progress=False))
+    assert art.scoring["feature_error_scale"] is None
+    wb, _, _ = windows_from_records(cfg, flow_records(flows["train"]))
+    tr, va = validation_split(wb, cfg.model.validation_split)
+    z_va, sq_va = art.embedder.embed(art.normalizer.transform(wb.x[va]))
+    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
+    recon = sq_va.astype(np.float64).mean(axis=1)
+    assert art.scoring["recon_scale"] == pytest.approx(float(np.median(recon)), rel=1e-4)
+    s = combine_scores(knn, recon, knn_scale=art.scoring["knn_scale"], recon_scale=art.scoring["recon_scale"],
+                       recon_weight=art.scoring["recon_weight"])
+    np.testing.assert_allclose(art.calibration, s, rtol=1e-4, atol=1e-6)
+    # the detector: the held-out windows score as calibrated, with the errors as the model gives them
+    det = Detector(art, cfg.detector)
+    out = det.score(wb.x[va], admit=False)
+    assert det.err_scale is None
+    np.testing.assert_allclose(out.recon, recon, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.score, s, rtol=1e-4, atol=1e-6)
