@@ -95,19 +95,31 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     assert art.reservoir_seed.shape == (card["data"]["train_windows"], cfg.model.latent_dim)
     np.testing.assert_allclose(art.reservoir_seed, z_tr, rtol=1e-5, atol=1e-5)
     # the calibration set: held-out windows scored against the seed
-    z_va, sq_va = art.embedder.embed(art.normalizer.transform(wb.x[va]))
-    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
-    # each feature's error in units of its mean squared error on these held-out windows (floored)
-    per_feature = sq_va.astype(np.float64).mean(axis=0)
-    err_scale = np.maximum(per_feature, 0.01 * per_feature.mean() + 1e-12)
+    err_scale, _, _, _ = _check_calibration(art, cfg, wb.x[va], scaled=True)
     np.testing.assert_allclose(art.scoring["feature_error_scale"], err_scale, rtol=1e-6)
-    recon = (sq_va / err_scale).mean(axis=1)
+    assert len(art.calibration) == card["data"]["validation_windows"]
+
+
+def _check_calibration(art, cfg, x_va, *, scaled):
+    """Recompute the held-out windows' scores as training does (kNN distance to the reservoir seed,
+    reconstruction error, with each feature's error in units of its mean squared error on these
+    windows when ``scaled``, floored), check the artifact's scales and calibration set against them,
+    and return the per-feature scale (None unscaled), the kNN distances, errors and scores."""
+    z_va, sq_va = art.embedder.embed(art.normalizer.transform(x_va))
+    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
+    sq = sq_va.astype(np.float64)
+    err_scale = None
+    if scaled:
+        per_feature = sq.mean(axis=0)
+        err_scale = np.maximum(per_feature, 0.01 * per_feature.mean() + 1e-12)
+        sq = sq / err_scale
+    recon = sq.mean(axis=1)
     assert art.scoring["knn_scale"] == pytest.approx(float(np.median(knn)), rel=1e-4)
     assert art.scoring["recon_scale"] == pytest.approx(float(np.median(recon)), rel=1e-4)
     s = combine_scores(knn, recon, knn_scale=art.scoring["knn_scale"], recon_scale=art.scoring["recon_scale"],
                        recon_weight=art.scoring["recon_weight"])
     np.testing.assert_allclose(art.calibration, s, rtol=1e-4, atol=1e-6)
-    assert len(art.calibration) == card["data"]["validation_windows"]
+    return err_scale, knn, recon, s
 
 
 def test_windows_from_records_counts_bad_records(tmp_path):
@@ -137,7 +149,6 @@ def test_too_little_data(tmp_path, flows):
     assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
 
 
-
 def test_unscaled_reconstruction_errors(tmp_path, flows):
     """``model.feature_error_norm=false`` (NSL-KDD's setting): no per-feature scale is written, the
     calibration averages the plain squared errors, and the detector scores with the same formula."""
@@ -147,14 +158,8 @@ def test_unscaled_reconstruction_errors(tmp_path, flows):
     art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="unscaled", show_progress=False))
     assert art.scoring["feature_error_scale"] is None
     wb, _, _ = windows_from_records(cfg, flow_records(flows["train"]))
-    tr, va = validation_split(wb, cfg.model.validation_split)
-    z_va, sq_va = art.embedder.embed(art.normalizer.transform(wb.x[va]))
-    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
-    recon = sq_va.astype(np.float64).mean(axis=1)
-    assert art.scoring["recon_scale"] == pytest.approx(float(np.median(recon)), rel=1e-4)
-    s = combine_scores(knn, recon, knn_scale=art.scoring["knn_scale"], recon_scale=art.scoring["recon_scale"],
-                       recon_weight=art.scoring["recon_weight"])
-    np.testing.assert_allclose(art.calibration, s, rtol=1e-4, atol=1e-6)
+    _, va = validation_split(wb, cfg.model.validation_split)
+    _, _, recon, s = _check_calibration(art, cfg, wb.x[va], scaled=False)
     # the detector: the held-out windows score as calibrated, with the errors as the model gives them
     det = Detector(art, cfg.detector)
     out = det.score(wb.x[va], admit=False)
