@@ -89,6 +89,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "latent-16": {"model.latent_dim": 16},
     "no-std-floor": {"model.scale_std_floor": False},
     "reservoir-60k": {"detector.reservoir_size": 60000},
+    "knn-density": {"detector.knn_density": True},
     "k-5": {"detector.k": 5},
     "k-20": {"detector.k": 20},
     "no-p-tail": {"detector.p_tail": False},

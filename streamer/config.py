@@ -178,6 +178,13 @@ class DetectorConfig:
         "window's per-feature errors, so an anomaly in a few of many features is not diluted by the rest. Fixed "
         "when a model is trained (its scale and calibration depend on it): a model keeps the value it was trained with.",
     )
+    knn_density: bool = _f(
+        False,
+        "Score the latent kNN distance relative to local density: a window's mean distance to its k nearest "
+        "reservoir embeddings divided by those neighbours' own mean distance to their k nearest (as the local "
+        "outlier factor does), so a window far from a sparse normal mode counts less than one as far from a dense "
+        "one. Fixed when a model is trained (its scale and calibration depend on it).",
+    )
     admit_p: float = _f(
         0.2, "Only windows with a p-value at least this high enter the reservoir (judged normal)."
     )

@@ -87,8 +87,10 @@ class Detector:
         self.recon_scale = float(model.scoring["recon_scale"])
         scale = model.scoring.get("feature_error_scale")
         self.err_scale = None if scale is None else np.asarray(scale, dtype=np.float64)
+        # (models trained before the option existed scored plain distances)
+        density_k = self.k if model.scoring.get("knn_density") else 0
         self.reservoir = Reservoir(cfg.reservoir_size, model.embedder.latent_dim, seed=cfg.seed,
-                                   workers=cfg.knn_threads)
+                                   workers=cfg.knn_threads, density_k=density_k)
         seed = model.reservoir_seed[-cfg.reservoir_size:]
         self.reservoir.add(seed)
         self.calibrator = Calibrator(model.calibration, cfg.alpha, tail=cfg.p_tail)

@@ -32,7 +32,7 @@ from streamer.errors import StreamerError
 from streamer.normalize import Normalizer
 from streamer.progress import Progress
 from streamer.records import Record, WindowBatch
-from streamer.score import combine_scores, knn_distance, recon_error
+from streamer.score import Reservoir, combine_scores, knn_distance, recon_error
 from streamer.window import change_columns, make_windower
 
 __all__ = ["windows_from_records", "validation_split", "train_model", "train_on_windows", "fit_on_windows",
@@ -203,7 +203,13 @@ def fit_on_windows(
     # 5. scales and calibration
     k = cfg.detector.k
     z_va, sq_va = embedder.embed(xn_va)
-    knn_va = knn_distance(z_va, seed, k)
+    if cfg.detector.knn_density:
+        # as the detector will score: its reservoir, seeded with the same embeddings
+        store = Reservoir(cap, embedder.latent_dim, density_k=k)
+        store.add(seed)
+        knn_va = store.knn(z_va, k)
+    else:
+        knn_va = knn_distance(z_va, seed, k)
     # Per-feature error scale: the mean squared error of each feature on held-out normal windows
     # (floored at 1% of the average so a perfectly reconstructed feature cannot explode).
     err_scale = None
@@ -265,7 +271,8 @@ def fit_on_windows(
         },
         "environment": {"python": platform.python_version(), "keras_backend": _backend()},
     }
-    scoring = {"k": k, "recon_weight": w, "recon_top": recon_top, "knn_scale": knn_scale, "recon_scale": recon_scale,
+    scoring = {"k": k, "knn_density": cfg.detector.knn_density, "recon_weight": w, "recon_top": recon_top,
+               "knn_scale": knn_scale, "recon_scale": recon_scale,
                "feature_error_scale": None if err_scale is None else err_scale.tolist(),
                "feature_names": names,
                # where a per-entity input baseline starts (detector.input_baseline)

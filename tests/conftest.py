@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -95,3 +96,21 @@ def topics():
     tag = uuid.uuid4().hex[:10]
     return {"input": f"test.{tag}.events", "alerts": f"test.{tag}.alerts", "dead_letter": f"test.{tag}.dlq",
             "scores": f"test.{tag}.scores", "group": f"test-{tag}"}
+
+
+def density_ref(q: np.ndarray, ref: np.ndarray, kd: np.ndarray, k: int, floor_of: np.ndarray | None = None) -> np.ndarray:
+    """The density-relative score from its definition: mean distance to the k nearest rows of ``ref``
+    over their mean k-distance (``kd``, one per row of ``ref``) plus a tenth of the median k-distance
+    of ``floor_of`` (default: ``kd``)."""
+    d = np.sqrt(((q[:, None, :].astype(np.float64) - ref[None, :, :].astype(np.float64)) ** 2).sum(axis=2))
+    near = np.argsort(d, axis=1)[:, :k]
+    floor = 0.1 * np.median(kd if floor_of is None else floor_of)
+    return np.take_along_axis(d, near, axis=1).mean(axis=1) / (kd[near].mean(axis=1) + floor)
+
+
+def own_k_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """Each row's mean distance to its k nearest other rows."""
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :].astype(np.float64)) ** 2).sum(axis=2))
+    np.fill_diagonal(d, np.inf)
+    return np.sort(d, axis=1)[:, :k].mean(axis=1)
+

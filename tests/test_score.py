@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import density_ref, own_k_distance
+
 from streamer import score as score_mod
 from streamer.score import Reservoir, combine_scores, knn_distance, recon_error
 
@@ -199,3 +201,73 @@ def test_small_admissions_wait_beside_the_tree_and_queries_stay_exact():
     r.add(rng.normal(size=(50, 5)))
     assert r._n_pending == 0 and r._tree is None and len(r) == KD_TREE_MIN_SIZE == r.capacity
     np.testing.assert_allclose(r.knn(q, 10), knn_distance(q, r.data, 10), rtol=1e-4, atol=1e-5)
+
+
+def test_knn_neighbours_returns_the_nearest_rows():
+    from streamer.score import knn_neighbours
+
+    ref = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    q = np.array([[0.0, 0.0], [3.0, 0.0]])
+    d, i = knn_neighbours(q, ref, 2)
+    order = np.argsort(d, axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(i, order, axis=1), [[0, 1], [0, 1]])
+    np.testing.assert_allclose(np.take_along_axis(d, order, axis=1), [[0.0, 5.0], [3.0, 4.0]], atol=1e-6)
+    d, i = knn_neighbours(q, ref, 5)  # more than the rows: every row
+    assert d.shape == i.shape == (2, 3)
+
+
+def test_density_relative_score_hand_computed():
+    """A dense mode {0, 0.1, 0.2} and a sparse one {10, 12, 14} on a line, k = 1: the k-distances are
+    0.1 and 2, their median 1.05, so the floor is 0.105. A window 0.3 from the dense mode scores
+    0.3 / (0.1 + 0.105); one 2 from the sparse mode, farther, scores lower: 2 / (2 + 0.105)."""
+    r = Reservoir(6, 1, density_k=1)
+    r.add(np.array([[0.0], [0.1], [0.2], [10.0], [12.0], [14.0]]))
+    out = r.knn(np.array([[0.5], [16.0]]), 1)
+    np.testing.assert_allclose(out, [0.3 / 0.205, 2.0 / 2.105], rtol=1e-5)
+    assert out[0] > out[1]
+    plain = Reservoir(6, 1)
+    plain.add(r.data)
+    np.testing.assert_allclose(plain.knn(np.array([[0.5], [16.0]]), 1), [0.3, 2.0], rtol=1e-5)
+
+
+def test_density_without_tree_follows_admissions():
+    """Small reservoir (brute force): a new entry's k-distance is taken against the entries already
+    there; after ``pending_max`` admissions every entry's is recomputed among the others."""
+    rng = np.random.default_rng(8)
+    r = Reservoir(64, 3, seed=0, density_k=4)
+    base = rng.normal(size=(40, 3)).astype(np.float32)
+    r.add(base)
+    q = rng.normal(size=(7, 3)).astype(np.float32)
+    np.testing.assert_allclose(r.knn(q, 4), density_ref(q, base, own_k_distance(base, 4), 4), rtol=1e-4)
+    extra = rng.normal(size=(3, 3)).astype(np.float32) + 2.0  # fewer than pending_max (8): no recomputation
+    r.add(extra)
+    kd_extra = np.sort(np.sqrt(((extra[:, None] - base[None]) ** 2).sum(axis=2)), axis=1)[:, :4].mean(axis=1)
+    kd_base = own_k_distance(base, 4)
+    ref = np.concatenate([base, extra])
+    kd = np.concatenate([kd_base, kd_extra])
+    # (the floor stays the one of the last recomputation: the base's)
+    np.testing.assert_allclose(r.knn(q, 4), density_ref(q, ref, kd, 4, floor_of=kd_base), rtol=1e-4)
+    r.add(rng.normal(size=(r.pending_max, 3)).astype(np.float32))  # now every k-distance is recomputed
+    np.testing.assert_allclose(r.knn(q, 4), density_ref(q, r.data, own_k_distance(r.data, 4), 4), rtol=1e-4)
+
+
+def test_density_with_tree_and_pending_block():
+    from streamer.score import KD_TREE_MIN_SIZE
+
+    rng = np.random.default_rng(9)
+    r = Reservoir(KD_TREE_MIN_SIZE + 200, 4, seed=1, density_k=5)
+    base = rng.normal(size=(KD_TREE_MIN_SIZE + 100, 4)).astype(np.float32)
+    r.add(base)
+    q = rng.normal(size=(50, 4)).astype(np.float32)
+    kd_base = own_k_distance(base, 5)
+    np.testing.assert_allclose(r.knn(q, 5), density_ref(q, base, kd_base, 5), rtol=1e-4)
+    assert r._tree is not None
+    near = q[:4] + 0.01  # pending entries next to four queries: found, with their own k-distance
+    r.add(near)
+    assert r._n_pending == 4
+    # (admitted together: each one's k-distance is against the store held before that admission)
+    kd_near = np.sort(np.sqrt(((near[:, None] - base[None]) ** 2).sum(axis=2)), axis=1)[:, :5].mean(axis=1)
+    kd = np.concatenate([kd_base, kd_near])
+    out = r.knn(q, 5)
+    np.testing.assert_allclose(out, density_ref(q, np.concatenate([base, near]), kd, 5, floor_of=kd_base), rtol=1e-4)
+    assert (out[:4] < density_ref(q[:4], base, kd_base, 5)).all()  # the new neighbours were found

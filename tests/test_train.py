@@ -7,7 +7,7 @@ import json
 import numpy as np
 import orjson
 import pytest
-from conftest import flow_records, make_config
+from conftest import density_ref, flow_records, make_config, own_k_distance
 
 from streamer.artifact import load_artifact_dir
 from streamer.decode import Decoder
@@ -100,13 +100,18 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     assert len(art.calibration) == card["data"]["validation_windows"]
 
 
-def _check_calibration(art, cfg, x_va, *, scaled):
+def _check_calibration(art, cfg, x_va, *, scaled, density=False):
     """Recompute the held-out windows' scores as training does (kNN distance to the reservoir seed,
-    reconstruction error, with each feature's error in units of its mean squared error on these
-    windows when ``scaled``, floored), check the artifact's scales and calibration set against them,
-    and return the per-feature scale (None unscaled), the kNN distances, errors and scores."""
+    relative to the neighbours' own k-distance when ``density``; reconstruction error, with each
+    feature's error in units of its mean squared error on these windows when ``scaled``, floored),
+    check the artifact's scales and calibration set against them, and return the per-feature scale
+    (None unscaled), the kNN distances, errors and scores."""
     z_va, sq_va = art.embedder.embed(art.normalizer.transform(x_va))
-    knn = knn_distance(z_va, art.reservoir_seed, cfg.detector.k)
+    k = cfg.detector.k
+    if density:  # from the definition, by brute force over the seed
+        knn = density_ref(z_va, art.reservoir_seed, own_k_distance(art.reservoir_seed, k), k)
+    else:
+        knn = knn_distance(z_va, art.reservoir_seed, k)
     sq = sq_va.astype(np.float64)
     err_scale = None
     if scaled:
@@ -166,3 +171,26 @@ def test_unscaled_reconstruction_errors(tmp_path, flows):
     assert det.err_scale is None
     np.testing.assert_allclose(out.recon, recon, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(out.score, s, rtol=1e-4, atol=1e-6)
+
+
+def test_density_relative_knn(tmp_path, flows):
+    """``detector.knn_density``: the model records it, its calibration uses the density-relative kNN
+    score, and the detector scores held-out windows as calibrated."""
+    from streamer.detector import Detector
+
+    cfg = make_config(tmp_path, **{"detector.knn_density": True, "model.epochs": 3})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="density", show_progress=False))
+    assert art.scoring["knn_density"] is True
+    wb, _, _ = windows_from_records(cfg, flow_records(flows["train"]))
+    _, va = validation_split(wb, cfg.model.validation_split)
+    _, knn, _, s = _check_calibration(art, cfg, wb.x[va], scaled=True, density=True)
+    det = Detector(art, cfg.detector)
+    assert det.reservoir.density_k == cfg.detector.k
+    out = det.score(wb.x[va], admit=False)
+    np.testing.assert_allclose(out.knn, knn, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.score, s, rtol=1e-4, atol=1e-6)
+    # a model trained without it scores plain distances (as do models from before the option)
+    assert Detector(load_artifact_dir(train_model(make_config(tmp_path / "plain", **{"model.epochs": 3}),
+                                                  flow_records(flows["train"]), source="plain",
+                                                  show_progress=False)),
+                    cfg.detector).reservoir.density_k == 0
