@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "InputBaseline", "SeasonalBaseline",
-           "join_views", "significance", "tail_scale"]
+__all__ = ["AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "EntityGroups", "InputBaseline",
+           "SeasonalBaseline", "join_views", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -177,28 +177,44 @@ class _EntityRows:
                 self.state[j] = self.init
         return out
 
-    def in_order(self, entity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """State row of each window of a batch, and its rank among its entity's windows of the
-        batch: windows of rank r (one per entity at most) can be updated together, in order."""
-        n = len(entity)
-        keys, inv = np.unique(np.asarray(entity).astype(str), return_inverse=True)
-        slots = self.rows(keys.tolist())[inv]
-        order = np.argsort(inv, kind="stable")
-        first = np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
-        return slots, rank
-
-    def by_rank(self, entity: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def by_rank(self, entity: np.ndarray | EntityGroups) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The windows of a batch (in stream order) in steps of at most one per entity, in order:
         each step's window indices and their state rows, to read and update together. New
-        entities may reallocate ``state``: read it inside the loop."""
-        if len(entity) == 0:
+        entities may reallocate ``state``: read it inside the loop. ``entity``: each window's key,
+        or the batch's :class:`EntityGroups` (grouped once for every view of the batch)."""
+        groups = EntityGroups.of(entity)
+        if len(groups) == 0:
             return
-        slots, rank = self.in_order(entity)
-        for r in range(int(rank.max()) + 1):
-            rows = np.flatnonzero(rank == r)
+        slots = self.rows(groups.keys)[groups.inv]
+        for rows in groups.steps:
             yield rows, slots[rows]
+
+
+class EntityGroups:
+    """A batch's windows grouped by entity, once for all the per-entity views that judge it: the
+    distinct keys, each window's key index, and the steps of :meth:`_EntityRows.by_rank` (step r
+    holds each entity's r-th window of the batch, in stream order)."""
+
+    def __init__(self, entity: np.ndarray) -> None:
+        self.strings = np.asarray(entity).astype(str)
+        n = len(self.strings)
+        keys, inv = np.unique(self.strings, return_inverse=True)
+        self.keys: list[str] = keys.tolist()
+        self.inv = inv.reshape(n)
+        # each window's rank among its entity's windows of the batch
+        order = np.argsort(self.inv, kind="stable")
+        first = np.r_[0, np.flatnonzero(np.diff(self.inv[order])) + 1]
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+        by_rank = np.argsort(rank, kind="stable")  # (stream order within a rank)
+        self.steps: list[np.ndarray] = np.split(by_rank, np.cumsum(np.bincount(rank))[:-1]) if n else []
+
+    def __len__(self) -> int:
+        return len(self.inv)
+
+    @classmethod
+    def of(cls, entity: np.ndarray | EntityGroups) -> EntityGroups:
+        return entity if isinstance(entity, cls) else cls(entity)
 
 
 class _PerEntity:
@@ -245,7 +261,7 @@ class EntityBaseline(_PerEntity):
         # per entity: short average, long mean, long variance
         self._rows = _EntityRows(np.array([self.prior_mean, self.prior_mean, self.prior_var]), max_entities)
 
-    def update(self, entity: np.ndarray, score: np.ndarray) -> np.ndarray:
+    def update(self, entity: np.ndarray | EntityGroups, score: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of windows (in stream order), updating the baselines."""
         score = np.asarray(score, dtype=np.float64)
         n = len(score)
@@ -317,7 +333,7 @@ class InputBaseline(_PerEntity):
         # per entity: F means then F variances
         self._rows = _EntityRows(np.r_[prior_mean, prior_var], max_entities)
 
-    def update(self, entity: np.ndarray, x: np.ndarray, judge: np.ndarray | None = None) -> np.ndarray:
+    def update(self, entity: np.ndarray | EntityGroups, x: np.ndarray, judge: np.ndarray | None = None) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order), updating each
         entity's running statistics. A non-finite value counts as its entity's mean. With
         ``judge`` (same shape), the tail probabilities are those of ``judge``'s values while the
@@ -362,7 +378,7 @@ class ChangeMemory(_PerEntity):
         # per entity: the current block's number (NaN: none yet), F largest changes in it, F in the block before
         self._rows = _EntityRows(np.r_[np.nan, np.zeros(2 * self.n_features)], max_entities)
 
-    def excess(self, entity: np.ndarray, t_ms: np.ndarray, d: np.ndarray) -> np.ndarray:
+    def excess(self, entity: np.ndarray | EntityGroups, t_ms: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Each change's excess over its entity's largest recent change (rows in stream order,
         ``t_ms`` each window's newest event time), remembering the changes as it goes."""
         d = _raw_windows("change memory", d, self.n_features)
@@ -428,7 +444,7 @@ class SeasonalBaseline(_PerEntity):
         frac = np.mod(np.asarray(t_ms, dtype=np.float64), self.period_ms) / self.period_ms
         return np.minimum((frac * self.buckets).astype(np.int64), self.buckets - 1)
 
-    def update(self, entity: np.ndarray, t_ms: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def update(self, entity: np.ndarray | EntityGroups, t_ms: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Tail probabilities of a batch of raw windows (rows in stream order) against their
         entity's same-phase means and pooled spread, which each then updates. A non-finite value
         counts as its phase's mean."""
@@ -436,13 +452,13 @@ class SeasonalBaseline(_PerEntity):
         q = np.ones(len(x))
         if len(x) == 0:
             return q
-        ent = np.asarray(entity).astype(str)
-        keys, inv = np.unique(np.char.add(np.char.add(ent, "\x1f"), self.phase(t_ms).astype(str)),
+        groups = EntityGroups.of(entity)
+        keys, inv = np.unique(np.char.add(np.char.add(groups.strings, "\x1f"), self.phase(t_ms).astype(str)),
                               return_inverse=True)
         m_slot = self._means.rows(keys.tolist())[inv]
         means = self._means.state
         # one window per entity per step: its phase's mean and its entity's spread, updated in order
-        for rows, s in self._rows.by_rank(ent):
+        for rows, s in self._rows.by_rank(groups):
             st, ms = self._rows.state, m_slot[rows]
             mean, var = means[ms], st[s]
             d = np.where(np.isfinite(x[rows]), x[rows] - mean, 0.0)
@@ -486,7 +502,7 @@ class AlertCooldown(_PerEntity):
         # how many windows ago its last significant window was (+inf: none yet)
         self._rows = _EntityRows(np.r_[np.full(windows, np.inf), 0.0, np.inf], max_entities)
 
-    def update(self, entity: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    def update(self, entity: np.ndarray | EntityGroups, sig: np.ndarray) -> np.ndarray:
         """Which windows of a batch (in stream order) repeat an open incident of their entity."""
         sig = np.asarray(sig, dtype=np.float64)
         repeat = np.zeros(len(sig), dtype=bool)

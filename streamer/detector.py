@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import (AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, InputBaseline,
-                                SeasonalBaseline, join_views, significance)
+from streamer.calibrate import (AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, EntityGroups,
+                                InputBaseline, SeasonalBaseline, join_views, significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import change_columns, new_event_columns
@@ -173,32 +173,34 @@ class Detector:
         if admit:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
-        q = self.baseline.update(entity, s) if self.baseline is not None and entity is not None else None
+        # the batch's windows grouped by entity once, for every per-entity view below
+        groups = EntityGroups.of(entity) if entity is not None else None
+        q = self.baseline.update(groups, s) if self.baseline is not None and groups is not None else None
         q_in = None
         # (the baselines define __len__: test them for None, not truthiness)
-        if entity is not None and (self.input_baseline is not None or self.seasonal is not None):
+        if groups is not None and (self.input_baseline is not None or self.seasonal is not None):
             x_in = x_raw[:, self.input_cols]  # the raw features both input baselines judge, taken once
             if self.input_baseline is not None:
-                q_in = self.input_baseline.update(entity, x_in)
+                q_in = self.input_baseline.update(groups, x_in)
             if self.seasonal is not None and t_ms is not None:
-                q_se = self.seasonal.update(entity, t_ms, x_in)
+                q_se = self.seasonal.update(groups, t_ms, x_in)
                 # two views of the inputs: the more surprised one decides, at twice its tail (Bonferroni)
                 q_in = join_views(q_in, q_se)
         sig = significance(p, q, self.cfg.entity_baseline_rule, input_p=q_in)
         q_ch = None
         sig_alert = sig
-        if self.change is not None and entity is not None:
+        if self.change is not None and groups is not None:
             d = x_raw[:, self.change_new] - x_raw[:, self.change_prev]
             # with a memory, a change is judged by its excess over its entity's largest recent one
-            judge = (self.change_memory.excess(entity, t_ms, d)
+            judge = (self.change_memory.excess(groups, t_ms, d)
                      if self.change_memory is not None and t_ms is not None else None)
-            q_ch = self.change.update(entity, d, judge)
+            q_ch = self.change.update(groups, d, judge)
             # The change view decides alerts only: the ranking (sig) stays as without it.
             sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
                                      input_p=join_views(q_in, q_ch, self.cfg.change_share))
         alert = self.calibrator.is_alert(sig_alert)
-        repeat = (self.cooldown.update(entity, sig_alert)
-                  if self.cooldown is not None and entity is not None else None)
+        repeat = (self.cooldown.update(groups, sig_alert)
+                  if self.cooldown is not None and groups is not None else None)
         if repeat is not None:
             alert &= ~repeat
         return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, sig_alert)

@@ -98,7 +98,8 @@ def topics():
             "scores": f"test.{tag}.scores", "group": f"test-{tag}"}
 
 
-def density_ref(q: np.ndarray, ref: np.ndarray, kd: np.ndarray, k: int, floor_of: np.ndarray | None = None) -> np.ndarray:
+def density_ref(q: np.ndarray, ref: np.ndarray, kd: np.ndarray, k: int,
+                floor_of: np.ndarray | None = None) -> np.ndarray:
     """The density-relative score from its definition: mean distance to the k nearest rows of ``ref``
     over their mean k-distance (``kd``, one per row of ``ref``) plus a tenth of the median k-distance
     of ``floor_of`` (default: ``kd``)."""

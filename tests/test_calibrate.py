@@ -497,3 +497,32 @@ def test_alert_cooldown_keeps_entities_apart_and_batches_do_not_matter():
         expect = [bool(i and s[max(0, i - 7):i].min() <= s[i]) for i in range(len(s))]
         assert whole[ent == e].tolist() == expect
     assert 0 < (~whole).sum() < 500  # some windows open or escalate an incident, others repeat one
+
+
+def test_entity_groups_steps_and_views_fed_them():
+    """A batch grouped once (``EntityGroups``): step r holds each entity's r-th window, in stream
+    order; every view gives the same answers fed the groups as fed the keys."""
+    from streamer.calibrate import EntityGroups
+
+    ent = np.array(["b", "a", "b", "c", "b", "a"], dtype=object)
+    g = EntityGroups(ent)
+    assert g.keys == ["a", "b", "c"] and len(g) == 6
+    assert [s.tolist() for s in g.steps] == [[0, 1, 3], [2, 5], [4]]
+    assert EntityGroups.of(g) is g
+    assert len(EntityGroups(np.array([], dtype=object))) == 0 and EntityGroups(np.array([])).steps == []
+    rng = np.random.default_rng(4)
+    ent = rng.choice(np.array(["x", "y", "z"], dtype=object), size=300)
+    t = np.sort(rng.integers(0, 5 * 3_600_000, size=300))
+    x = rng.normal(size=(300, 2))
+    s = rng.gamma(2.0, 1.0, size=300)
+    cal = _stream(rng, 200)
+    groups = EntityGroups(ent)
+    for make, call in [
+        (lambda: EntityBaseline(cal, horizon=50, short=3), lambda v, e: v.update(e, s)),
+        (lambda: InputBaseline(np.zeros(2), np.ones(2), horizon=30), lambda v, e: v.update(e, x)),
+        (lambda: SeasonalBaseline(np.zeros(2), np.ones(2), period_s=3600, buckets=4, horizon=20),
+         lambda v, e: v.update(e, t, x)),
+        (lambda: ChangeMemory(2, span_s=3600), lambda v, e: v.excess(e, t, x)),
+        (lambda: AlertCooldown(5, gap=3, alpha=0.1), lambda v, e: v.update(e, s / 10)),
+    ]:
+        np.testing.assert_array_equal(call(make(), groups), call(make(), ent))
