@@ -150,37 +150,38 @@ class Reservoir:
             raise ValueError(f"reservoir expects (n, {self.dim}) embeddings, got {z.shape}")
         if not np.isfinite(z).all():
             raise ValueError("refusing non-finite embeddings in the reservoir")
-        kd = self._k_distance_of(z)
+        kd = self._k_distance_of(z) if self.density_k else None  # (they move with their embeddings)
         self.admitted += len(z)
         if self._uses_tree() and self._n_pending + len(z) <= self.pending_max:
             self._pending[self._n_pending:self._n_pending + len(z)] = z
-            self._kd_pending[self._n_pending:self._n_pending + len(z)] = kd
+            if kd is not None:
+                self._kd_pending[self._n_pending:self._n_pending + len(z)] = kd
             self._n_pending += len(z)
             return
         if self._n_pending:
             z = np.concatenate([self._pending[: self._n_pending], z])
-            kd = np.concatenate([self._kd_pending[: self._n_pending], kd])
+            if kd is not None:
+                kd = np.concatenate([self._kd_pending[: self._n_pending], kd])
             self._n_pending = 0
         free = self.capacity - self._n
         head, tail = z[:free], z[free:]
         if len(head):
             self._data[self._n:self._n + len(head)] = head
-            self._kd[self._n:self._n + len(head)] = kd[:free]
+            if kd is not None:
+                self._kd[self._n:self._n + len(head)] = kd[:free]
             self._n += len(head)
         if len(tail):
-            kd = kd[free:]
             if len(tail) > self.capacity:
-                tail, kd = tail[-self.capacity:], kd[-self.capacity:]
+                tail = tail[-self.capacity:]
             slots = self._rng.choice(self.capacity, size=len(tail), replace=False)
             self._data[slots] = tail
-            self._kd[slots] = kd
+            if kd is not None:
+                self._kd[slots] = kd[free:][-self.capacity:]
         self._tree = None
 
     def _k_distance_of(self, z: np.ndarray) -> np.ndarray:
-        """Each new embedding's k-distance against the entries already held (zeros when off; an
-        empty reservoir marks every k-distance for recomputation instead)."""
-        if not self.density_k:
-            return np.zeros(len(z))
+        """Each new embedding's k-distance against the entries already held (an empty reservoir
+        marks every k-distance for recomputation instead)."""
         self._since_refresh += len(z)
         if len(self) == 0:
             self._kd_stale = True

@@ -271,3 +271,24 @@ def test_density_with_tree_and_pending_block():
     out = r.knn(q, 5)
     np.testing.assert_allclose(out, density_ref(q, np.concatenate([base, near]), kd, 5, floor_of=kd_base), rtol=1e-4)
     assert (out[:4] < density_ref(q[:4], base, kd_base, 5)).all()  # the new neighbours were found
+
+
+def test_density_when_full_new_entries_replace_slots_with_their_k_distance():
+    rng = np.random.default_rng(10)
+    r = Reservoir(80, 2, seed=3, density_k=3)  # (no tree: pending_max 10 admissions between recomputations)
+    before = rng.normal(size=(80, 2)).astype(np.float32)
+    r.add(before)
+    q = rng.normal(size=(6, 2)).astype(np.float32)
+    kd_before = own_k_distance(before, 3)
+    np.testing.assert_allclose(r.knn(q, 3), density_ref(q, before, kd_before, 3), rtol=1e-4)
+    new = np.array([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0], [-3.0, 3.0], [5.0, -5.0]], dtype=np.float32)
+    q = np.concatenate([q, new + 0.01])  # (each new entry is among its query's neighbours)
+    r.add(new)  # full: five random slots replaced, k-distances from dense (centre) to sparse (far out)
+    kd_new = np.sort(np.sqrt(((new[:, None] - before[None]) ** 2).sum(axis=2)), axis=1)[:, :3].mean(axis=1)
+    now = r.data
+    kd = np.empty(len(now))
+    for i, row in enumerate(now):  # each row's k-distance: the old one, or the one it was admitted with
+        hit = np.flatnonzero((new == row).all(axis=1))
+        kd[i] = kd_new[hit[0]] if len(hit) else kd_before[np.flatnonzero((before == row).all(axis=1))[0]]
+    assert sum(bool((new == row).all(axis=1).any()) for row in now) == 5  # all five went in
+    np.testing.assert_allclose(r.knn(q, 3), density_ref(q, now, kd, 3, floor_of=kd_before), rtol=1e-4)
