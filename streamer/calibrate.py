@@ -196,9 +196,8 @@ class EntityGroups:
     holds each entity's r-th window of the batch, in stream order)."""
 
     def __init__(self, entity: np.ndarray) -> None:
-        self.strings = np.asarray(entity).astype(str)
-        n = len(self.strings)
-        keys, inv = np.unique(self.strings, return_inverse=True)
+        n = len(entity)
+        keys, inv = np.unique(np.asarray(entity).astype(str), return_inverse=True)
         self.keys: list[str] = keys.tolist()
         self.inv = inv.reshape(n)
         # each window's rank among its entity's windows of the batch
@@ -453,9 +452,10 @@ class SeasonalBaseline(_PerEntity):
         if len(x) == 0:
             return q
         groups = EntityGroups.of(entity)
-        keys, inv = np.unique(np.char.add(np.char.add(groups.strings, "\x1f"), self.phase(t_ms).astype(str)),
-                              return_inverse=True)
-        m_slot = self._means.rows(keys.tolist())[inv]
+        # (entity, phase) pairs as integer codes; key strings only for the distinct ones
+        codes, inv = np.unique(groups.inv * self.buckets + self.phase(t_ms), return_inverse=True)
+        keys = [f"{groups.keys[c // self.buckets]}\x1f{c % self.buckets}" for c in codes.tolist()]
+        m_slot = self._means.rows(keys)[inv.reshape(len(x))]
         means = self._means.state
         # one window per entity per step: its phase's mean and its entity's spread, updated in order
         for rows, s in self._rows.by_rank(groups):

@@ -208,23 +208,15 @@ class Reservoir:
     def knn(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Mean distance of each query to its ``k`` nearest embeddings (exact); with ``density_k``,
         divided by those neighbours' mean k-distance (plus a floor: a tenth of the median k-distance)."""
-        if self.density_k:
-            dist, slot = self._nearest(queries, k)
-            if self._kd_stale or (not self._uses_tree() and self._since_refresh >= self.pending_max):
-                self._refresh_k_distances()
-            kd = np.concatenate([self._kd[: self._n], self._kd_pending[: self._n_pending]])[slot]
-            return dist.mean(axis=1) / (kd.mean(axis=1) + self._kd_floor)
-        if not self._uses_tree():  # (nothing is pending then)
-            return knn_distance(queries, self._data[: self._n], k)
-        q = np.asarray(queries, dtype=np.float64)
-        k = min(k, len(self))
-        dist, _ = self._index().query(q, k=k, workers=self._workers_for(q))
-        dist = dist.reshape(len(q), k)
-        if self._n_pending:
-            d2 = _sq_distances(q.astype(np.float32), self._pending[: self._n_pending])
-            both = np.concatenate([dist, np.sqrt(np.maximum(d2, 0.0))], axis=1)
-            dist = np.partition(both, k - 1, axis=1)[:, :k]
-        return dist.mean(axis=1)
+        if not self.density_k and not self._uses_tree():
+            return knn_distance(queries, self._data[: self._n], k)  # (no indices needed: faster without)
+        dist, slot = self._nearest(queries, k)
+        if not self.density_k:
+            return dist.mean(axis=1)
+        if self._kd_stale or (not self._uses_tree() and self._since_refresh >= self.pending_max):
+            self._refresh_k_distances()
+        kd = np.concatenate([self._kd[: self._n], self._kd_pending[: self._n_pending]])[slot]
+        return dist.mean(axis=1) / (kd.mean(axis=1) + self._kd_floor)
 
     def _index(self):
         """The k-d tree over the store, built if the store changed since the last one."""
@@ -238,10 +230,6 @@ class Reservoir:
             self._kd_stale = True  # (a new tree: the store changed since the last k-distances)
         return self._tree
 
-    def _workers_for(self, q: np.ndarray) -> int:
-        # Threads only pay for themselves on a batch of some size.
-        return self.workers if len(q) >= 256 else 1
-
     def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Distances to each query's ``k`` nearest embeddings and their slots (the store's first, then
         the pending block's)."""
@@ -249,7 +237,8 @@ class Reservoir:
             return knn_neighbours(queries, self._data[: self._n], k)
         q = np.asarray(queries, dtype=np.float64)
         k = min(k, len(self))
-        dist, slot = self._index().query(q, k=k, workers=self._workers_for(q))
+        # Threads only pay for themselves on a batch of some size.
+        dist, slot = self._index().query(q, k=k, workers=self.workers if len(q) >= 256 else 1)
         dist, slot = dist.reshape(len(q), k), slot.reshape(len(q), k)
         if self._n_pending:
             d2 = _sq_distances(q.astype(np.float32), self._pending[: self._n_pending])
