@@ -90,6 +90,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no-std-floor": {"model.scale_std_floor": False},
     "reservoir-60k": {"detector.reservoir_size": 60000},
     "knn-density": {"detector.knn_density": True},
+    "knn-density-recon-weight-0.8": {"detector.knn_density": True, "detector.recon_weight": 0.8},
     "k-5": {"detector.k": 5},
     "k-20": {"detector.k": 20},
     "no-p-tail": {"detector.p_tail": False},
