@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from streamer import datasets
+from streamer.cli import _eval_config
 from streamer.errors import ConfigError
 
 
@@ -113,6 +114,10 @@ def test_smd_layout(tmp_path):
     assert doc["machine"] == "machine-9-9" and len([k for k in doc if k.startswith("m")]) == 39
     with pytest.raises(ConfigError):
         datasets.load_smd(tmp_path, machines=["machine-0-0"])
+    # the settings chosen for SMD land in a valid evaluation config (a misspelt key would raise)
+    cfg = _eval_config(None, ds.overrides, {})
+    assert (cfg.detector.recon_weight, cfg.detector.recon_top, cfg.model.members) == (0.8, 8, 3)
+    assert _eval_config(None, ds.overrides, {"detector.recon_weight": 0.5}).detector.recon_weight == 0.5
 
 
 def test_nab_layout_and_probation(tmp_path):
