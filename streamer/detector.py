@@ -127,6 +127,9 @@ class Detector:
                     self.change_memory = ChangeMemory(n, span_s=cfg.change_memory_s)
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
+        # (the views define __len__: test them for None, not truthiness)
+        self._per_entity = any(v is not None for v in (self.baseline, self.input_baseline, self.seasonal,
+                                                        self.change, self.cooldown))
 
     @property
     def version(self) -> str:
@@ -174,7 +177,7 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         # the batch's windows grouped by entity once, for every per-entity view below
-        groups = EntityGroups.of(entity) if entity is not None else None
+        groups = EntityGroups(entity) if entity is not None and self._per_entity else None
         q = self.baseline.update(groups, s) if self.baseline is not None and groups is not None else None
         q_in = None
         # (the baselines define __len__: test them for None, not truthiness)

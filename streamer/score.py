@@ -186,7 +186,11 @@ class Reservoir:
         if len(self) == 0:
             self._kd_stale = True
             return np.zeros(len(z))
-        return knn_neighbours(z, self.data, self.density_k)[0].mean(axis=1)
+        if self._uses_tree() and self._tree is None:
+            # the store changed since its last tree (nothing is pending): one product over it, rather
+            # than a tree this admission would drop again
+            return knn_neighbours(z, self._data[: self._n], self.density_k)[0].mean(axis=1)
+        return self._nearest(z, self.density_k)[0].mean(axis=1)
 
     def _refresh_k_distances(self) -> None:
         """Every stored entry's k-distance among the others (not itself), and the floor."""
