@@ -106,6 +106,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "members-3": {"model.members": 3},
     "members-5": {"model.members": 5},
     "lr-3e-4": {"model.learning_rate": 3e-4},
+    "patience-20": {"model.patience": 20, "model.epochs": 200},
+    "batch-64": {"model.train_batch_size": 64},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},

@@ -96,6 +96,11 @@ def test_nsl_kdd_layout(tmp_path):
     assert ds.overrides["schema.categorical_fields"] == ["protocol_type", "service", "flag"]
     assert ds.overrides["schema.numeric_fields"] == ["duration", "src_bytes"]
     assert orjson.loads(s.test[1].value)["service"] == "ecr_i"
+    # the settings chosen for NSL-KDD land in a valid evaluation config, and a --set still wins
+    cfg = _eval_config(None, ds.overrides, {})
+    assert (cfg.model.patience, cfg.model.epochs, cfg.model.hidden) == (20, 200, [128, 64])
+    assert cfg.model.feature_error_norm is False
+    assert _eval_config(None, ds.overrides, {"model.patience": 6}).model.patience == 6
 
 
 def test_smd_layout(tmp_path):
