@@ -106,6 +106,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "members-3": {"model.members": 3},
     "members-5": {"model.members": 5},
     "lr-3e-4": {"model.learning_rate": 3e-4},
+    "patience-10": {"model.patience": 10, "model.epochs": 100},
     "patience-20": {"model.patience": 20, "model.epochs": 200},
     "batch-64": {"model.train_batch_size": 64},
     "recon-weight-0": {"detector.recon_weight": 0.0},
