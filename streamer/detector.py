@@ -177,7 +177,7 @@ class Detector:
             normal = (p >= self.cfg.admit_p) & np.isfinite(z).all(axis=1)
             self.reservoir.add(z[normal])
         # the batch's windows grouped by entity once, for every per-entity view below
-        groups = EntityGroups(entity) if entity is not None and self._per_entity else None
+        groups = EntityGroups.of(entity) if entity is not None and self._per_entity else None
         q = self.baseline.update(groups, s) if self.baseline is not None and groups is not None else None
         q_in = None
         # (the baselines define __len__: test them for None, not truthiness)
