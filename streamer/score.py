@@ -187,9 +187,9 @@ class Reservoir:
             self._kd_stale = True
             return np.zeros(len(z))
         if self._uses_tree() and self._tree is None:
-            # the store changed since its last tree (nothing is pending): one product over it, rather
-            # than a tree this admission would drop again
-            return knn_neighbours(z, self._data[: self._n], self.density_k)[0].mean(axis=1)
+            # the store changed since its last tree: one product over what it holds, rather than a
+            # tree this admission would drop again
+            return knn_neighbours(z, self.data, self.density_k)[0].mean(axis=1)
         return self._nearest(z, self.density_k)[0].mean(axis=1)
 
     def _refresh_k_distances(self) -> None:

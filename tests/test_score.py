@@ -273,6 +273,23 @@ def test_density_with_tree_and_pending_block():
     assert (out[:4] < density_ref(q[:4], base, kd_base, 5)).all()  # the new neighbours were found
 
 
+def test_density_new_entries_count_the_pending_block_before_any_tree():
+    from streamer.score import KD_TREE_MIN_SIZE
+
+    rng = np.random.default_rng(11)
+    r = Reservoir(KD_TREE_MIN_SIZE + 200, 4, seed=1, density_k=5)
+    base = rng.normal(size=(KD_TREE_MIN_SIZE + 100, 4)).astype(np.float32)
+    r.add(base)
+    near = base[:4] + 0.01
+    r.add(near)  # pending, and no tree built yet (no query since the store changed)
+    assert r._tree is None and r._n_pending == 4
+    later = near + 0.001  # its nearest held entries are the pending ones
+    r.add(later)
+    held = np.concatenate([base, near])
+    want = np.sort(np.sqrt(((later[:, None] - held[None]) ** 2).sum(axis=2)), axis=1)[:, :5].mean(axis=1)
+    np.testing.assert_allclose(r._kd_pending[4:8], want, rtol=1e-3)  # (float32 products)
+
+
 def test_density_when_full_new_entries_replace_slots_with_their_k_distance():
     rng = np.random.default_rng(10)
     r = Reservoir(80, 2, seed=3, density_k=3)  # (no tree: pending_max 10 admissions between recomputations)
