@@ -204,7 +204,16 @@ def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
         # false-alarm rate past 2x alpha (0.082 / 0.026); with alerts grouped into incidents over 10
         # windows it is 0.019 / 0.013 (`both`: 0.017 / 0.012).
         "detector.entity_baseline_rule": "geometric",
-        "detector.alert_cooldown": 10,
+        # Training stops later (patience 20 epochs within 200; the default waits 6 within 60), and alerts
+        # are grouped over 30 windows instead of 10. The longer training alone raised the short
+        # validation's PR-AUC 0.448 -> 0.479 and its false-alarm rate to 0.0217, past 2x alpha; the
+        # cooldown, chosen as before as the smallest grouping of the grid 10 / 30 / 100 that meets that
+        # target, changes alerts, not the ranking. Under a rule written before the runs (session 26,
+        # R26-1): PR-AUC 0.448 / 0.456 / 0.755 -> 0.479 / 0.465 / 0.829 on the short, incident and broad
+        # validations, false-alarm rate 0.012 / 0.012 / 0.012.
+        "model.patience": 20,
+        "model.epochs": 200,
+        "detector.alert_cooldown": 30,
     }
     return Dataset("smd", overrides, series(), len(chosen))
 

@@ -122,6 +122,7 @@ def test_smd_layout(tmp_path):
     # the settings chosen for SMD land in a valid evaluation config (a misspelt key would raise)
     cfg = _eval_config(None, ds.overrides, {})
     assert (cfg.detector.recon_weight, cfg.detector.recon_top, cfg.model.members) == (0.8, 8, 3)
+    assert (cfg.model.patience, cfg.model.epochs, cfg.detector.alert_cooldown) == (20, 200, 30)
     assert _eval_config(None, ds.overrides, {"detector.recon_weight": 0.5}).detector.recon_weight == 0.5
 
 
