@@ -142,7 +142,7 @@ TELEMETRY_VARIANTS = {
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     # longer training with its alerts grouped over 30 windows (session 26, R26-1)
-    "patience-20-cooldown-30": {"model.patience": 20, "model.epochs": 200, "detector.alert_cooldown": 30},
+    "patience-20-cooldown-30": {**VARIANTS["patience-20"], "detector.alert_cooldown": 30},
     "incident-gap-5": {"detector.incident_gap": 5},
     "incident-gap-10": {"detector.incident_gap": 10},
     "change-memory-day": {"detector.change_memory_s": 86400},
