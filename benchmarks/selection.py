@@ -100,6 +100,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise-0": {"model.noise_std": 0.0},
     "noise-0.3": {"model.noise_std": 0.3},
     "latent-4": {"model.latent_dim": 4},
+    "latent-2": {"model.latent_dim": 2},
+    "latent-1": {"model.latent_dim": 1},
     "hidden-64-32": {"model.hidden": [64, 32]},
     "hidden-128-64": {"model.hidden": [128, 64]},
     "hidden-256-128": {"model.hidden": [256, 128]},
@@ -114,6 +116,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},
     "hash-buckets-64": {"schema.hash_buckets": 64},
     "hash-buckets-256": {"schema.hash_buckets": 256},
+    **{f"hash-functions-{k}": {"schema.hash_functions": k} for k in (2, 3)},
 }
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},

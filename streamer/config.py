@@ -97,9 +97,14 @@ class SchemaConfig:
     time_unit: Literal["ms", "s"] = _f("ms", "Unit of a numeric event-time field: `ms` or `s`.")
     numeric_fields: list[str] = _f([], "Numeric feature fields (required in every event).")
     categorical_fields: list[str] = _f(
-        [], "Categorical fields, encoded by hashing into `hash_buckets` one-hot buckets each."
+        [], "Categorical fields, encoded by hashing into `hash_buckets` buckets each (one-hot with one hash function)."
     )
     hash_buckets: int = _f(8, "Buckets per categorical field.")
+    hash_functions: int = _f(
+        1,
+        "Buckets each categorical value sets (of its field's `hash_buckets`), each from its own hash: with 1 two "
+        "values share their code whenever their buckets collide; with k > 1 only if all k buckets do.",
+    )
     max_event_bytes: int = _f(65536, "Larger events go to the dead-letter topic.")
 
 
@@ -383,6 +388,11 @@ class StreamerConfig:
         s, w, d, m = self.schema, self.window, self.detector, self.model
         if not s.numeric_fields and not s.categorical_fields:
             raise ConfigError("schema.numeric_fields", "at least one numeric or categorical field")
+        if s.hash_buckets < 1:
+            raise ConfigError("schema.hash_buckets", "a number of buckets >= 1", s.hash_buckets)
+        if not 1 <= s.hash_functions <= s.hash_buckets:
+            raise ConfigError("schema.hash_functions", f"1 <= hash_functions <= hash_buckets ({s.hash_buckets})",
+                              s.hash_functions)
         if w.kind == "count" and (w.size < 1 or not 1 <= w.slide <= w.size):
             raise ConfigError("window.slide", f"1 <= slide <= size ({w.size})", w.slide)
         if w.kind == "time":

@@ -8,6 +8,7 @@ Every bad record gets a reason code and a sentence; nothing non-finite passes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,7 @@ import orjson
 from streamer.config import SchemaConfig
 from streamer.records import DeadLetter, EventBatch, Record, RecordBatch
 
-__all__ = ["Decoder", "category_bucket"]
+__all__ = ["Decoder", "category_bucket", "category_buckets"]
 
 # Content encodings that mean "the value is the JSON itself".
 _PLAIN_ENCODINGS = {b"", b"identity", b"utf-8", b"utf8", b"json", b"application/json"}
@@ -33,11 +34,26 @@ def category_bucket(value: str, buckets: int) -> int:
     return zlib.crc32(value.encode("utf-8")) % buckets
 
 
+def category_buckets(value: str, buckets: int, functions: int = 1) -> tuple[int, ...]:
+    """The buckets a categorical value sets: :func:`category_bucket`'s, then one per further hash
+    function (BLAKE2b salted with the function's number: stable too, and independent of CRC-32,
+    whose linearity would make same-length values that collide in the first bucket collide in a
+    salted CRC's as well). Duplicates are dropped, so a value may set fewer than ``functions``."""
+    out = [category_bucket(value, buckets)]
+    raw = value.encode("utf-8")
+    for i in range(1, functions):
+        digest = hashlib.blake2b(raw, digest_size=8, salt=i.to_bytes(16, "little")).digest()
+        b = int.from_bytes(digest, "little") % buckets
+        if b not in out:
+            out.append(b)
+    return tuple(out)
+
+
 class Decoder:
     """Turns records into features following a :class:`SchemaConfig`.
 
-    Features are the numeric fields in order, then ``hash_buckets`` one-hot columns per
-    categorical field.
+    Features are the numeric fields in order, then ``hash_buckets`` columns per categorical field,
+    of which each value sets ``hash_functions`` (one-hot with the default 1).
     """
 
     def __init__(self, schema: SchemaConfig) -> None:
@@ -134,7 +150,6 @@ class Decoder:
             slow |= bad
             x[:, j] = np.where(bad, 0.0, col)
         n_num, buckets = len(schema.numeric_fields), schema.hash_buckets
-        rows = np.arange(n)
         for c, name in enumerate(schema.categorical_fields):
             col = [d.get(name) for d in docs]
             kinds = set(map(type, col))
@@ -142,9 +157,13 @@ class Decoder:
                 bad = np.fromiter((type(v) not in (str, int) for v in col), bool, n)
                 slow |= bad
                 col = [v if type(v) in (str, int) else "" for v in col]
-            memo = {v: category_bucket(str(v), buckets) for v in set(col)}
-            b = np.fromiter(map(memo.__getitem__, col), np.int64, n)
-            x[rows, n_num + c * buckets + b] = 1.0
+            # each distinct value's code once, then one gather for the whole batch
+            index = {v: i for i, v in enumerate(set(col))}
+            codes = np.zeros((len(index), buckets))
+            for v, i in index.items():
+                codes[i, list(category_buckets(str(v), buckets, schema.hash_functions))] = 1.0
+            at = np.fromiter(map(index.__getitem__, col), np.int64, n)
+            x[:, n_num + c * buckets:n_num + (c + 1) * buckets] = codes[at]
         return slow
 
     def _decode_one(self, rec: Record, row: np.ndarray, n_num: int) -> tuple[str, int] | DeadLetter:
@@ -202,7 +221,8 @@ class Decoder:
                 return DeadLetter(
                     "wrong_type", f"the categorical field {name!r} must be a string or integer", rec
                 )
-            row[n_num + c * buckets + category_bucket(str(v), buckets)] = 1.0
+            for b in category_buckets(str(v), buckets, schema.hash_functions):
+                row[n_num + c * buckets + b] = 1.0
         return ent, t
 
     def _event_time(self, doc: dict, rec: Record) -> int | DeadLetter:

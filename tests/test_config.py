@@ -252,6 +252,13 @@ def test_count_slide_larger_than_size():
     assert _load(window__kind="record", window__size=4, window__slide=5).window.slide == 5
 
 
+def test_hash_functions_must_fit_in_the_buckets():
+    assert _load(schema__hash_buckets=16, schema__hash_functions=3).schema.hash_functions == 3
+    _raises("schema.hash_functions", _load, schema__hash_buckets=4, schema__hash_functions=5)
+    _raises("schema.hash_functions", _load, schema__hash_functions=0)
+    _raises("schema.hash_buckets", _load, schema__hash_buckets=0)
+
+
 def test_bad_aggregates():
     err = _raises("window.aggregates", _load, window__kind="time", window__aggregates="mean,median")
     assert "median" in str(err)

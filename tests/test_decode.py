@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from streamer.config import SchemaConfig
-from streamer.decode import Decoder, category_bucket, records_from_lines
+from streamer.decode import Decoder, category_bucket, category_buckets, records_from_lines
 from streamer.records import Record
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
@@ -54,6 +54,19 @@ def test_category_bucket_is_crc32():
     assert all(0 <= category_bucket(str(i), 5) < 5 for i in range(50))
 
 
+def test_category_buckets_start_with_crc32_and_add_independent_hashes():
+    assert category_buckets("tcp", 16) == (category_bucket("tcp", 16),)
+    # pinned: the same in every process and version (BLAKE2b salted with the function's number)
+    assert category_buckets("a", 1000, 3) == (category_bucket("a", 1000), 259, 520) == (907, 259, 520)
+    # CRC-32 puts "tcp" and "udp" in one of 16 buckets; a second hash tells them apart
+    assert category_bucket("tcp", 16) == category_bucket("udp", 16) == 6
+    assert category_buckets("tcp", 16, 2) == (6, 9) and category_buckets("udp", 16, 2) == (6, 13)
+    for i in range(200):
+        bs = category_buckets(f"v{i}", 7, 3)
+        assert bs[0] == category_bucket(f"v{i}", 7) and len(set(bs)) == len(bs) and all(0 <= b < 7 for b in bs)
+    assert category_buckets("x", 1, 1) == (0,)
+
+
 # -- good events ------------------------------------------------------------------------------------
 
 
@@ -94,6 +107,23 @@ def test_two_categorical_fields_use_their_own_blocks():
     assert row[0] == 100
     assert row[1:4].sum() == 1 and row[1 + category_bucket("tcp", 3)] == 1
     assert row[4:7].sum() == 1 and row[4 + category_bucket("SF", 3)] == 1
+
+
+def test_several_hash_functions_set_each_values_buckets_on_both_decode_paths():
+    dec = Decoder(schema(numeric_fields=["bytes"], categorical_fields=["proto", "flag"], hash_buckets=16,
+                         hash_functions=2))
+    assert dec.feature_names[1:3] == ["proto#0", "proto#1"] and len(dec.feature_names) == 33
+    no_time = good(proto="udp", flag="REJ")
+    del no_time["ts"]  # decoded one by one (the Kafka timestamp stands in), not in the batch
+    batch, dead, _ = dec.decode([rec(good(proto="tcp", flag="SF"), 0), rec(good(proto=7, flag="S0"), 1),
+                                 rec(no_time, 2, ts=T0)])
+    assert dead == []
+    for row, (proto, flag) in zip(batch.x, [("tcp", "SF"), ("7", "S0"), ("udp", "REJ")]):
+        for block, value in ((row[1:17], proto), (row[17:33], flag)):
+            expected = np.zeros(16)
+            expected[list(category_buckets(value, 16, 2))] = 1.0
+            np.testing.assert_array_equal(block, expected)
+    assert not np.array_equal(batch.x[0, 1:17], batch.x[2, 1:17])  # tcp and udp differ
 
 
 def test_kafka_timestamp_fallback():
