@@ -194,3 +194,23 @@ def test_density_relative_knn(tmp_path, flows):
                                                   flow_records(flows["train"]), source="plain",
                                                   show_progress=False)),
                     cfg.detector).reservoir.density_k == 0
+
+
+def test_hash_functions_travel_with_the_model(tmp_path, flows):
+    """``schema.hash_functions``: a model trained with two hashes per categorical value keeps the
+    setting, and a pipeline built from it decodes the same way whatever the detector's config says."""
+    from streamer.decode import category_buckets
+    from streamer.pipeline import Pipeline
+
+    cfg = make_config(tmp_path, **{"schema.hash_functions": 2, "model.epochs": 3})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="two-hashes", show_progress=False))
+    assert art.config.schema.hash_functions == 2
+    pipe = Pipeline(art, make_config(tmp_path).detector)
+    assert pipe.decoder.schema.hash_functions == 2
+    events, dead, _ = pipe.decoder.decode(flow_records(flows["test"][:50]))
+    assert not dead
+    block = events.x[:, 5:9]  # protocol's 4 buckets after the 5 numeric fields
+    for row, e in zip(block, flows["test"][:50]):
+        assert set(np.flatnonzero(row)) == set(category_buckets(str(e["protocol"]), 4, 2))
+    out = pipe.process(flow_records(flows["test"]))
+    assert not out.dead and len(out.windows) > 0 and np.isfinite(out.scored.score).all()
