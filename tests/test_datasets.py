@@ -123,6 +123,7 @@ def test_smd_layout(tmp_path):
     cfg = _eval_config(None, ds.overrides, {})
     assert (cfg.detector.recon_weight, cfg.detector.recon_top, cfg.model.members) == (0.8, 8, 3)
     assert (cfg.model.patience, cfg.model.epochs, cfg.detector.alert_cooldown) == (20, 200, 30)
+    assert cfg.model.hidden == [128, 64]
     assert _eval_config(None, ds.overrides, {"detector.recon_weight": 0.5}).detector.recon_weight == 0.5
 
 
