@@ -214,7 +214,7 @@ def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
         "model.patience": 20,
         "model.epochs": 200,
         "detector.alert_cooldown": 30,
-        # Encoder layers of 128 and 64 (the default 64 and 32 came from nothing chosen for telemetry), under
+        # Encoder layers of 128 and 64 (the default 64 and 32 had never been checked on telemetry), under
         # a rule written before the runs (session 27, R27-3): PR-AUC 0.479 / 0.465 / 0.829 -> 0.487 /
         # 0.466 / 0.832 on the short, incident and broad validations, false-alarm rate 0.011 on each.
         "model.hidden": [128, 64],

@@ -10,7 +10,7 @@ import pytest
 from conftest import density_ref, flow_records, make_config, own_k_distance
 
 from streamer.artifact import load_artifact_dir
-from streamer.decode import Decoder
+from streamer.decode import Decoder, category_buckets
 from streamer.records import Record
 from streamer.score import combine_scores, knn_distance
 from streamer.train import (
@@ -199,8 +199,7 @@ def test_density_relative_knn(tmp_path, flows):
 def test_hash_functions_travel_with_the_model(tmp_path, flows):
     """``schema.hash_functions``: a model trained with two hashes per categorical value keeps the
     setting, and a pipeline built from it decodes the same way whatever the detector's config says."""
-    from streamer.decode import category_buckets
-    from streamer.pipeline import Pipeline
+    from streamer.pipeline import ModelSwapError, Pipeline
 
     cfg = make_config(tmp_path, **{"schema.hash_functions": 2, "model.epochs": 3})
     art = load_artifact_dir(train_model(cfg, flow_records(flows["train"]), source="two-hashes", show_progress=False))
@@ -214,3 +213,8 @@ def test_hash_functions_travel_with_the_model(tmp_path, flows):
         assert set(np.flatnonzero(row)) == set(category_buckets(str(e["protocol"]), 4, 2))
     out = pipe.process(flow_records(flows["test"]))
     assert not out.dead and len(out.windows) > 0 and np.isfinite(out.scored.score).all()
+    # a running pipeline never hot-swaps to a model that hashes its categories otherwise
+    one = load_artifact_dir(train_model(make_config(tmp_path / "one", **{"model.epochs": 3}),
+                                        flow_records(flows["train"]), source="one-hash", show_progress=False))
+    with pytest.raises(ModelSwapError, match="another schema"):
+        Pipeline(one, cfg.detector).swap_model(art)
