@@ -8,6 +8,7 @@ Every bad record gets a reason code and a sentence; nothing non-finite passes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import zlib
@@ -34,11 +35,14 @@ def category_bucket(value: str, buckets: int) -> int:
     return zlib.crc32(value.encode("utf-8")) % buckets
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def category_buckets(value: str, buckets: int, functions: int = 1) -> tuple[int, ...]:
     """The buckets a categorical value sets: :func:`category_bucket`'s, then one per further hash
     function (BLAKE2b salted with the function's number: stable too, and independent of CRC-32,
     whose linearity would make same-length values that collide in the first bucket collide in a
-    salted CRC's as well). Duplicates are dropped, so a value may set fewer than ``functions``."""
+    salted CRC's as well). Duplicates are dropped, so a value may set fewer than ``functions``.
+    Cached (bounded): a stream repeats its values batch after batch, and the one-by-one decode path
+    asks once per record."""
     out = [category_bucket(value, buckets)]
     raw = value.encode("utf-8")
     for i in range(1, functions):
