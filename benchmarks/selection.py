@@ -88,6 +88,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
     "no-std-floor": {"model.scale_std_floor": False},
+    "std-floor": {"model.scale_std_floor": True},
     "reservoir-60k": {"detector.reservoir_size": 60000},
     "knn-density": {"detector.knn_density": True},
     "knn-density-recon-weight-0.8": {"detector.knn_density": True, "detector.recon_weight": 0.8},
@@ -149,6 +150,7 @@ TELEMETRY_VARIANTS = {
     "incident-gap-5": {"detector.incident_gap": 5},
     "incident-gap-10": {"detector.incident_gap": 10},
     "change-memory-day": {"detector.change_memory_s": 86400},
+    **{f"change-share-{v}": {"detector.change_share": v} for v in (0.05, 0.2)},
     # a time-of-day baseline of the inputs (nab-long: 5-minute rows, 12 per hour)
     "seasonal-day": {"detector.seasonal_period_s": 86400},
     "seasonal-day-h10": {"detector.seasonal_period_s": 86400, "detector.seasonal_horizon": 10},
