@@ -112,6 +112,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "patience-10": {"model.patience": 10, "model.epochs": 100},
     "patience-20": {"model.patience": 20, "model.epochs": 200},
     "batch-64": {"model.train_batch_size": 64},
+    **{f"weight-decay-{v}": {"model.weight_decay": v} for v in (0.01, 0.1)},
+    **{f"dropout-{v}": {"model.dropout": v} for v in (0.1, 0.2)},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},

@@ -143,6 +143,8 @@ class ModelConfig:
         "cost grow with it.",
     )
     noise_std: float = _f(0.1, "Denoising: std of Gaussian noise added to inputs while training.")
+    dropout: float = _f(0.0, "Dropout rate after each hidden layer while training (0: none; inference never drops).")
+    weight_decay: float = _f(0.0, "Decoupled weight decay of the optimizer (AdamW at this rate); 0: plain Adam.")
     epochs: int = _f(60, "Most training epochs (early stopping on the validation split).")
     patience: int = _f(6, "Early stopping patience in epochs.")
     train_batch_size: int = _f(256, "Training batch size.")
@@ -447,6 +449,10 @@ class StreamerConfig:
             raise ConfigError("model.validation_split", "a share in (0, 0.9)", m.validation_split)
         if m.latent_dim < 1 or any(h < 1 for h in m.hidden):
             raise ConfigError("model.hidden", "positive layer widths", m.hidden)
+        if not 0.0 <= m.dropout < 1.0:
+            raise ConfigError("model.dropout", "a rate in [0, 1)", m.dropout)
+        if not (m.weight_decay >= 0 and math.isfinite(m.weight_decay)):
+            raise ConfigError("model.weight_decay", "a finite rate >= 0", m.weight_decay)
         if not 1 <= m.members <= 16:
             raise ConfigError("model.members", "a number of autoencoders from 1 to 16", m.members)
         if not self.topics.input:

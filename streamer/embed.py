@@ -61,7 +61,8 @@ def _tag(member: int, members: int) -> str:
 
 
 def build_autoencoder(
-    n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int, members: int = 1
+    n_inputs: int, *, hidden: list[int], latent_dim: int, noise_std: float, seed: int, members: int = 1,
+    dropout: float = 0.0,
 ) -> keras.Model:
     """A dense, denoising autoencoder ``x -> z -> x_hat`` (trains on ``x_hat``).
 
@@ -70,7 +71,10 @@ def build_autoencoder(
     carry the prefix ``m<i>_`` (its latent layer is ``m<i>_latent``; :class:`Embedder` joins them),
     and ``reconstruction`` is the members' reconstructions side by side (``members * n_inputs``).
     Trained against the input repeated ``members`` times, each member learns on its own: the loss
-    is the mean of theirs, and no gradient crosses from one to another."""
+    is the mean of theirs, and no gradient crosses from one to another.
+
+    With ``dropout`` > 0, each hidden layer's output (encoder and decoder, not the latent layer)
+    is dropped at that rate while training; inference never drops."""
     if members < 1:
         raise ValueError(f"an autoencoder needs at least one member, got {members}")
     keras.utils.set_random_seed(seed)
@@ -83,9 +87,13 @@ def build_autoencoder(
             h = keras.layers.GaussianNoise(noise_std, seed=seed + m, name=f"{tag}denoise")(h)
         for i, width in enumerate(hidden):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
+            if dropout > 0:
+                h = keras.layers.Dropout(dropout, seed=seed + 100 * m + i, name=f"{tag}enc_{i}_drop")(h)
         h = keras.layers.Dense(latent_dim, name=f"{tag}{LATENT_LAYER}")(h)
         for i, width in enumerate(reversed(hidden)):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
+            if dropout > 0:
+                h = keras.layers.Dropout(dropout, seed=seed + 100 * m + 50 + i, name=f"{tag}dec_{i}_drop")(h)
         outputs.append(keras.layers.Dense(n_inputs, name=f"{tag}{RECON_LAYER}")(h))
     if members == 1:
         return keras.Model(inputs, outputs[0], name="autoencoder")
@@ -122,10 +130,16 @@ def train_autoencoder(
     patience: int,
     batch_size: int,
     learning_rate: float,
+    weight_decay: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves. With
+    ``weight_decay`` > 0 the optimizer is AdamW (decoupled weight decay at that rate), else Adam."""
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    model.compile(optimizer=optimizer, loss="mse")
     members = members_of(model)
     # an ensemble's members each reconstruct the input: the target is the input once per member
     target = (lambda x: x) if members == 1 else (lambda x: np.tile(x, (1, members)))

@@ -179,7 +179,7 @@ def fit_on_windows(
 
     # 3. the autoencoder
     model = build_autoencoder(len(names), hidden=m.hidden, latent_dim=m.latent_dim, noise_std=m.noise_std,
-                              seed=m.seed, members=m.members)
+                              seed=m.seed, members=m.members, dropout=m.dropout)
     bar = Progress("training", m.epochs, unit="epochs", enabled=show_progress)
 
     def epoch_done(e: int, logs: dict[str, float]) -> None:
@@ -189,7 +189,7 @@ def fit_on_windows(
 
     history = train_autoencoder(
         model, xn_tr, xn_va, epochs=m.epochs, patience=m.patience, batch_size=m.train_batch_size,
-        learning_rate=m.learning_rate, on_epoch=epoch_done,
+        learning_rate=m.learning_rate, weight_decay=m.weight_decay, on_epoch=epoch_done,
     )
     bar.close()
     embedder = Embedder(model)
@@ -260,6 +260,8 @@ def fit_on_windows(
             "latent_dim": m.latent_dim,
             "members": m.members,
             "noise_std": m.noise_std,
+            "dropout": m.dropout,
+            "weight_decay": m.weight_decay,
         },
         "validation": {
             "alpha": alpha,

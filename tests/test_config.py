@@ -298,6 +298,10 @@ def test_bad_hop():
         ({"model.hidden": "8,0"}, "model.hidden"),
         ({"model.members": 0}, "model.members"),
         ({"model.members": 17}, "model.members"),
+        ({"model.dropout": 1.0}, "model.dropout"),
+        ({"model.dropout": -0.1}, "model.dropout"),
+        ({"model.weight_decay": -1e-4}, "model.weight_decay"),
+        ({"model.weight_decay": "nan"}, "model.weight_decay"),
         ({"topics.input": ""}, "topics.input"),
     ],
 )

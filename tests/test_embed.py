@@ -150,6 +150,38 @@ def test_save_load_round_trip(ae, tmp_path):
     np.testing.assert_allclose(sq2, sq1, rtol=0, atol=1e-6)
 
 
+def test_dropout_layers_drop_in_training_only(tmp_path):
+    m = build_autoencoder(5, hidden=[16, 8], latent_dim=2, noise_std=0.0, seed=0, dropout=0.5)
+    names = [layer.name for layer in m.layers]
+    assert names == ["window", "enc_0", "enc_0_drop", "enc_1", "enc_1_drop", LATENT_LAYER,
+                     "dec_0", "dec_0_drop", "dec_1", "dec_1_drop", RECON_LAYER]
+    x = _data(64, seed=2)[:, :5]
+    # training mode drops half the units: two calls differ; inference is deterministic
+    assert not np.allclose(np.asarray(m(x, training=True)), np.asarray(m(x, training=True)))
+    emb = Embedder(m)
+    z1, sq1 = emb.embed(x)
+    z2, sq2 = emb.embed(x)
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_array_equal(sq1, sq2)
+    emb.save(tmp_path / "d.keras")
+    z3, _ = Embedder.load(tmp_path / "d.keras").embed(x)
+    np.testing.assert_allclose(z3, z1, rtol=0, atol=1e-6)
+
+
+def test_weight_decay_uses_adamw_and_shrinks_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    norms = {}
+    for wd in (0.0, 50.0):
+        m = build_autoencoder(4, hidden=[8], latent_dim=2, noise_std=0.0, seed=0)
+        train_autoencoder(m, x[:192], x[192:], epochs=3, patience=5, batch_size=32, learning_rate=1e-2,
+                          weight_decay=wd)
+        assert type(m.optimizer).__name__ == ("AdamW" if wd else "Adam")
+        norms[wd] = sum(float(np.square(w).sum()) for w in m.get_weights())
+    # a decay of lr * 50 = 0.5 per step pulls every weight towards zero far faster than the loss pushes
+    assert norms[50.0] < 0.5 * norms[0.0]
+
+
 # -- an ensemble of autoencoders (model.members) -----------------------------------------------------
 
 
