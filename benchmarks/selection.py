@@ -387,10 +387,13 @@ def nab_style_windows(y: np.ndarray) -> list[tuple[int, int]]:
 
 
 def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[str], cats: list[str], *,
-                nab_scores: bool = False) -> dict[str, dict[str, float]]:
+                nab_scores: bool = False,
+                per_series: dict[str, dict[str, dict[str, float]]] | None = None) -> dict[str, dict[str, float]]:
     """Validation figures of one variant, per detector: each mean over the dataset's series. A
     series whose stream starts with its training rows (NAB's probationary period) is judged after
-    them (``Series.judged_from``), and NAB's scorer then gets the probation too."""
+    them (``Series.judged_from``), and NAB's scorer then gets the probation too. With
+    ``per_series`` (a dict), each series' own figures are also put there, as
+    ``per_series[detector][series name]``."""
     cfg = load_config(overrides={**ds.overrides, **overrides, "detector.alpha": 0.01}, environ={})
     figs: dict[str, dict[str, list[float]]] = {}
     nab_files: dict[str, list[nab.FileScores]] = {}
@@ -412,6 +415,8 @@ def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[
                 f["pr_auc"].append(metrics.pr_auc(y, score))
                 if cats:
                     f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), score))
+                if per_series is not None:
+                    per_series.setdefault(det, {})[s.name] = {k: v[-1] for k, v in f.items() if v}
                 if nab_scores:  # NAB's scoring of the detections (its probation only when the stream has one)
                     detected = res.detection_scores.get(det, res.unit_scores[det])
                     nab_files.setdefault(det, []).append(nab.FileScores(
@@ -459,6 +464,8 @@ def main() -> int:
     ap.add_argument("--model-seeds", default="",
                     help="comma separated training seeds: each variant is trained with each, figures are the mean "
                          "(± their standard deviation)")
+    ap.add_argument("--per-series", action="store_true",
+                    help="also print each series' figures (an SMD machine, a NAB file) under the variant's line")
     ap.add_argument("--json", default=None)
     ap.add_argument("--peers", default="", help="comma separated peers to report beside ours (e.g. knn)")
     args = ap.parse_args()
@@ -508,8 +515,14 @@ def main() -> int:
             for seed in seeds:
                 cats: list[str] = []
                 seeded = ov if seed is None else {**ov, "model.seed": seed}
+                series: dict[str, dict[str, dict[str, float]]] | None = {} if args.per_series else None
                 runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
-                                        nab_scores=args.dataset.startswith("nab")))
+                                        nab_scores=args.dataset.startswith("nab"), per_series=series))
+                for det, by_name in (series or {}).items():
+                    label = (name if det == "streamer" else f"{name}:{det}") + ("" if seed is None else f"#{seed}")
+                    for sname, fig in by_name.items():
+                        results[f"{label}@{draw}/{sname}"] = fig
+                        print(f"  {label}@{draw} {sname:<20} {_line(fig)}", flush=True)
             for det in runs[0]:
                 key = name if det == "streamer" else f"{name}:{det}"
                 if len(seeds) > 1:  # each training seed's figures first (a paired comparison of variants)
