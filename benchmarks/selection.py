@@ -408,15 +408,17 @@ def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[
             for det in ["streamer", *peers]:
                 f = figs.setdefault(det, {"roc_auc": [], "pr_auc": [], "macro_pr_auc": [], "false_alarm_rate": []})
                 score = res.scores[det][skip:]
-                f["roc_auc"].append(metrics.roc_auc(y, score))
+                one = {"roc_auc": metrics.roc_auc(y, score)}  # this series' figures
                 normal = y == 0
                 if normal.any():  # alerts at alpha 0.01 on the validation rows not injected
-                    f["false_alarm_rate"].append(float(res.alerts[det][skip:][normal].mean()))
-                f["pr_auc"].append(metrics.pr_auc(y, score))
+                    one["false_alarm_rate"] = float(res.alerts[det][skip:][normal].mean())
+                one["pr_auc"] = metrics.pr_auc(y, score)
                 if cats:
-                    f["macro_pr_auc"].append(category_pr_auc(np.asarray(cats), score))
+                    one["macro_pr_auc"] = category_pr_auc(np.asarray(cats), score)
+                for k, v in one.items():
+                    f[k].append(v)
                 if per_series is not None:
-                    per_series.setdefault(det, {})[s.name] = {k: v[-1] for k, v in f.items() if v}
+                    per_series.setdefault(det, {})[s.name] = one
                 if nab_scores:  # NAB's scoring of the detections (its probation only when the stream has one)
                     detected = res.detection_scores.get(det, res.unit_scores[det])
                     nab_files.setdefault(det, []).append(nab.FileScores(

@@ -88,12 +88,13 @@ def build_autoencoder(
         for i, width in enumerate(hidden):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
             if dropout > 0:
-                h = keras.layers.Dropout(dropout, seed=seed + 100 * m + i, name=f"{tag}enc_{i}_drop")(h)
+                # (seeds apart from the noise layers' seed + m, so no two layers draw the same stream)
+                h = keras.layers.Dropout(dropout, seed=seed + 1000 + 100 * m + i, name=f"{tag}enc_{i}_drop")(h)
         h = keras.layers.Dense(latent_dim, name=f"{tag}{LATENT_LAYER}")(h)
         for i, width in enumerate(reversed(hidden)):
             h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
             if dropout > 0:
-                h = keras.layers.Dropout(dropout, seed=seed + 100 * m + 50 + i, name=f"{tag}dec_{i}_drop")(h)
+                h = keras.layers.Dropout(dropout, seed=seed + 1050 + 100 * m + i, name=f"{tag}dec_{i}_drop")(h)
         outputs.append(keras.layers.Dense(n_inputs, name=f"{tag}{RECON_LAYER}")(h))
     if members == 1:
         return keras.Model(inputs, outputs[0], name="autoencoder")
