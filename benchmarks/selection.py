@@ -430,6 +430,11 @@ def run_variant(ds: datasets.Dataset, overrides: dict[str, object], peers: list[
     return {det: {k: float(np.mean(v)) for k, v in f.items() if v} for det, f in figs.items()}
 
 
+def _key(variant: str, det: str) -> str:
+    """A result's name: the variant's for ours, ``variant:peer`` for a peer."""
+    return variant if det == "streamer" else f"{variant}:{det}"
+
+
 def _line(fig: dict[str, float]) -> str:
     def show(k: str, label: str, fmt: str) -> str:
         if k not in fig:
@@ -521,12 +526,12 @@ def main() -> int:
                 runs.append(run_variant(validation(draw, cats), seeded, peers, cats,
                                         nab_scores=args.dataset.startswith("nab"), per_series=series))
                 for det, by_name in (series or {}).items():
-                    label = (name if det == "streamer" else f"{name}:{det}") + ("" if seed is None else f"#{seed}")
+                    label = _key(name, det) + ("" if seed is None else f"#{seed}")
                     for sname, fig in by_name.items():
                         results[f"{label}@{draw}/{sname}"] = fig
                         print(f"  {label}@{draw} {sname:<20} {_line(fig)}", flush=True)
             for det in runs[0]:
-                key = name if det == "streamer" else f"{name}:{det}"
+                key = _key(name, det)
                 if len(seeds) > 1:  # each training seed's figures first (a paired comparison of variants)
                     for seed, r in zip(seeds, runs):
                         label = f"{key}#{seed}" + ("" if len(draws) == 1 else f"@{draw}")

@@ -79,6 +79,15 @@ def build_autoencoder(
         raise ValueError(f"an autoencoder needs at least one member, got {members}")
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(n_inputs,), name="window")
+
+    def hidden_layer(h, width: int, name: str, drop_seed: int):
+        """A hidden layer, then its dropout while training. Dropout seeds start at ``seed + 1000``,
+        apart from the noise layers' ``seed + m``: no two layers draw the same random stream."""
+        h = keras.layers.Dense(width, activation="gelu", name=name)(h)
+        if dropout > 0:
+            h = keras.layers.Dropout(dropout, seed=seed + 1000 + drop_seed, name=f"{name}_drop")(h)
+        return h
+
     outputs = []
     for m in range(members):
         tag = _tag(m, members)
@@ -86,15 +95,10 @@ def build_autoencoder(
         if noise_std > 0:
             h = keras.layers.GaussianNoise(noise_std, seed=seed + m, name=f"{tag}denoise")(h)
         for i, width in enumerate(hidden):
-            h = keras.layers.Dense(width, activation="gelu", name=f"{tag}enc_{i}")(h)
-            if dropout > 0:
-                # (seeds apart from the noise layers' seed + m, so no two layers draw the same stream)
-                h = keras.layers.Dropout(dropout, seed=seed + 1000 + 100 * m + i, name=f"{tag}enc_{i}_drop")(h)
+            h = hidden_layer(h, width, f"{tag}enc_{i}", 100 * m + i)
         h = keras.layers.Dense(latent_dim, name=f"{tag}{LATENT_LAYER}")(h)
         for i, width in enumerate(reversed(hidden)):
-            h = keras.layers.Dense(width, activation="gelu", name=f"{tag}dec_{i}")(h)
-            if dropout > 0:
-                h = keras.layers.Dropout(dropout, seed=seed + 1050 + 100 * m + i, name=f"{tag}dec_{i}_drop")(h)
+            h = hidden_layer(h, width, f"{tag}dec_{i}", 100 * m + 50 + i)
         outputs.append(keras.layers.Dense(n_inputs, name=f"{tag}{RECON_LAYER}")(h))
     if members == 1:
         return keras.Model(inputs, outputs[0], name="autoencoder")
