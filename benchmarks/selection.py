@@ -114,6 +114,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "batch-64": {"model.train_batch_size": 64},
     **{f"weight-decay-{v}": {"model.weight_decay": v} for v in (0.01, 0.1)},
     **{f"dropout-{v}": {"model.dropout": v} for v in (0.1, 0.2)},
+    "loss-huber": {"model.loss": "huber"},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},

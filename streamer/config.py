@@ -145,6 +145,12 @@ class ModelConfig:
     noise_std: float = _f(0.1, "Denoising: std of Gaussian noise added to inputs while training.")
     dropout: float = _f(0.0, "Dropout rate after each hidden layer while training (0: none; inference never drops).")
     weight_decay: float = _f(0.0, "Decoupled weight decay of the optimizer (AdamW at this rate); 0: plain Adam.")
+    loss: Literal["mse", "huber"] = _f(
+        "mse",
+        "Training loss over the normalized features: `mse` (squared error), or `huber` (squared up to an "
+        "error of one normalized unit, linear past it: extreme training windows pull the fit less). "
+        "Scores are squared errors either way.",
+    )
     epochs: int = _f(60, "Most training epochs (early stopping on the validation split).")
     patience: int = _f(6, "Early stopping patience in epochs.")
     train_batch_size: int = _f(256, "Training batch size.")

@@ -53,6 +53,11 @@ RECON_LAYER = "reconstruction"
 # Largest batch sent through the compiled call at once; bigger batches are chunked.
 MAX_INFER_BATCH = 8192
 MIN_INFER_BATCH = 64
+#: Training losses by name (``model.loss``): Keras' own squared error, and Huber's loss at delta 1.
+LOSSES: dict[str, Callable[[], str | keras.losses.Loss]] = {
+    "mse": lambda: "mse",
+    "huber": lambda: keras.losses.Huber(delta=1.0),
+}
 
 
 def _tag(member: int, members: int) -> str:
@@ -136,15 +141,20 @@ def train_autoencoder(
     batch_size: int,
     learning_rate: float,
     weight_decay: float = 0.0,
+    loss: str = "mse",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves. With
-    ``weight_decay`` > 0 the optimizer is AdamW (decoupled weight decay at that rate), else Adam."""
+    ``weight_decay`` > 0 the optimizer is AdamW (decoupled weight decay at that rate), else Adam.
+    ``loss`` is ``"mse"`` or ``"huber"`` (Huber's loss with delta 1: squared up to an error of one
+    normalized unit, linear past it); early stopping watches the same loss on ``x_val``."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown training loss {loss!r}: expected one of {', '.join(LOSSES)}")
     if weight_decay > 0:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(optimizer=optimizer, loss="mse")
+    model.compile(optimizer=optimizer, loss=LOSSES[loss]())
     members = members_of(model)
     # an ensemble's members each reconstruct the input: the target is the input once per member
     target = (lambda x: x) if members == 1 else (lambda x: np.tile(x, (1, members)))

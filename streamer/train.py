@@ -189,7 +189,7 @@ def fit_on_windows(
 
     history = train_autoencoder(
         model, xn_tr, xn_va, epochs=m.epochs, patience=m.patience, batch_size=m.train_batch_size,
-        learning_rate=m.learning_rate, weight_decay=m.weight_decay, on_epoch=epoch_done,
+        learning_rate=m.learning_rate, weight_decay=m.weight_decay, loss=m.loss, on_epoch=epoch_done,
     )
     bar.close()
     embedder = Embedder(model)
@@ -262,6 +262,7 @@ def fit_on_windows(
             "noise_std": m.noise_std,
             "dropout": m.dropout,
             "weight_decay": m.weight_decay,
+            "loss_function": m.loss,
         },
         "validation": {
             "alpha": alpha,

@@ -302,6 +302,7 @@ def test_bad_hop():
         ({"model.dropout": -0.1}, "model.dropout"),
         ({"model.weight_decay": -1e-4}, "model.weight_decay"),
         ({"model.weight_decay": "nan"}, "model.weight_decay"),
+        ({"model.loss": "mae"}, "model.loss"),
         ({"topics.input": ""}, "topics.input"),
     ],
 )

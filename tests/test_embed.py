@@ -182,6 +182,31 @@ def test_weight_decay_uses_adamw_and_shrinks_weights():
     assert norms[50.0] < 0.5 * norms[0.0]
 
 
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_training_loss_is_the_one_named(loss):
+    """Early stopping keeps the weights of the best validation loss, so that loss, computed by hand
+    from the kept model's reconstructions, is the named one (errors far past 1 tell them apart)."""
+    rng = np.random.default_rng(3)
+    x = (3.0 * rng.normal(size=(256, 4))).astype(np.float32)
+    m = build_autoencoder(4, hidden=[8], latent_dim=1, noise_std=0.0, seed=0)
+    hist = train_autoencoder(m, x[:192], x[192:], epochs=4, patience=10, batch_size=64, learning_rate=1e-2,
+                             loss=loss)
+    e = np.asarray(m(x[192:]), dtype=np.float64) - x[192:]
+    huber = np.where(np.abs(e) <= 1.0, 0.5 * e**2, np.abs(e) - 0.5).mean()
+    assert np.abs(e).max() > 2.0  # the two losses differ on this data
+    expected = {"mse": float(np.mean(e**2)), "huber": float(huber)}
+    assert min(hist["val_loss"]) == pytest.approx(expected[loss], rel=1e-4)
+    other = expected["huber" if loss == "mse" else "mse"]
+    assert min(hist["val_loss"]) != pytest.approx(other, rel=0.05)
+
+
+def test_unknown_training_loss_is_refused():
+    m = build_autoencoder(4, hidden=[8], latent_dim=1, noise_std=0.0, seed=0)
+    x = np.zeros((8, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="unknown training loss 'mae'"):
+        train_autoencoder(m, x, x, epochs=1, patience=1, batch_size=4, learning_rate=1e-3, loss="mae")
+
+
 # -- an ensemble of autoencoders (model.members) -----------------------------------------------------
 
 
