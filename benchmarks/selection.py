@@ -115,6 +115,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     **{f"weight-decay-{v}": {"model.weight_decay": v} for v in (0.01, 0.1)},
     **{f"dropout-{v}": {"model.dropout": v} for v in (0.1, 0.2)},
     "loss-huber": {"model.loss": "huber"},
+    "lr-plateau-5": {"model.lr_plateau": 5},
+    "patience-40": {"model.patience": 40, "model.epochs": 400},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},

@@ -155,6 +155,11 @@ class ModelConfig:
     patience: int = _f(6, "Early stopping patience in epochs.")
     train_batch_size: int = _f(256, "Training batch size.")
     learning_rate: float = _f(1e-3, "Adam learning rate.")
+    lr_plateau: int = _f(
+        0,
+        "Halve the learning rate when the validation loss has not improved by more than 1e-4 for this "
+        "many epochs, down to 1/100 of `learning_rate` (0: a constant rate).",
+    )
     validation_split: float = _f(0.2, "Share of training windows held out for validation and calibration.")
     scale_std_floor: bool = _f(
         True, "Normalizer: never scale a column tighter than its standard deviation (else the robust IQR scale)."
@@ -459,6 +464,8 @@ class StreamerConfig:
             raise ConfigError("model.dropout", "a rate in [0, 1)", m.dropout)
         if not (m.weight_decay >= 0 and math.isfinite(m.weight_decay)):
             raise ConfigError("model.weight_decay", "a finite rate >= 0", m.weight_decay)
+        if m.lr_plateau < 0:
+            raise ConfigError("model.lr_plateau", "a number of epochs >= 0 (0: off)", m.lr_plateau)
         if not 1 <= m.members <= 16:
             raise ConfigError("model.members", "a number of autoencoders from 1 to 16", m.members)
         if not self.topics.input:

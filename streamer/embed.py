@@ -142,12 +142,15 @@ def train_autoencoder(
     learning_rate: float,
     weight_decay: float = 0.0,
     loss: str = "mse",
+    lr_plateau: int = 0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves. With
     ``weight_decay`` > 0 the optimizer is AdamW (decoupled weight decay at that rate), else Adam.
     ``loss`` is ``"mse"`` or ``"huber"`` (Huber's loss with delta 1: squared up to an error of one
-    normalized unit, linear past it); early stopping watches the same loss on ``x_val``."""
+    normalized unit, linear past it); early stopping watches the same loss on ``x_val``. With
+    ``lr_plateau`` > 0 the learning rate halves after that many epochs in which the validation loss
+    did not improve by more than 1e-4 (Keras' default), down to a hundredth of ``learning_rate``."""
     if loss not in LOSSES:
         raise ValueError(f"unknown training loss {loss!r}: expected one of {', '.join(LOSSES)}")
     if weight_decay > 0:
@@ -169,6 +172,8 @@ def train_autoencoder(
         callbacks=[
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
             _EpochLog(epochs, on_epoch),
+            *([keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_plateau,
+                                                 min_lr=learning_rate / 100)] if lr_plateau > 0 else []),
         ],
     )
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}

@@ -189,7 +189,8 @@ def fit_on_windows(
 
     history = train_autoencoder(
         model, xn_tr, xn_va, epochs=m.epochs, patience=m.patience, batch_size=m.train_batch_size,
-        learning_rate=m.learning_rate, weight_decay=m.weight_decay, loss=m.loss, on_epoch=epoch_done,
+        learning_rate=m.learning_rate, weight_decay=m.weight_decay, loss=m.loss,
+        lr_plateau=m.lr_plateau, on_epoch=epoch_done,
     )
     bar.close()
     embedder = Embedder(model)
@@ -263,6 +264,7 @@ def fit_on_windows(
             "dropout": m.dropout,
             "weight_decay": m.weight_decay,
             "loss_function": m.loss,
+            "lr_plateau": m.lr_plateau,
         },
         "validation": {
             "alpha": alpha,

@@ -303,6 +303,7 @@ def test_bad_hop():
         ({"model.weight_decay": -1e-4}, "model.weight_decay"),
         ({"model.weight_decay": "nan"}, "model.weight_decay"),
         ({"model.loss": "mae"}, "model.loss"),
+        ({"model.lr_plateau": -1}, "model.lr_plateau"),
         ({"topics.input": ""}, "topics.input"),
     ],
 )
