@@ -54,10 +54,7 @@ RECON_LAYER = "reconstruction"
 MAX_INFER_BATCH = 8192
 MIN_INFER_BATCH = 64
 #: Training losses by name (``model.loss``): Keras' own squared error, and Huber's loss at delta 1.
-LOSSES: dict[str, Callable[[], str | keras.losses.Loss]] = {
-    "mse": lambda: "mse",
-    "huber": lambda: keras.losses.Huber(delta=1.0),
-}
+LOSSES: dict[str, str | keras.losses.Loss] = {"mse": "mse", "huber": keras.losses.Huber(delta=1.0)}
 
 
 def _tag(member: int, members: int) -> str:
@@ -157,10 +154,17 @@ def train_autoencoder(
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(optimizer=optimizer, loss=LOSSES[loss]())
+    model.compile(optimizer=optimizer, loss=LOSSES[loss])
     members = members_of(model)
     # an ensemble's members each reconstruct the input: the target is the input once per member
     target = (lambda x: x) if members == 1 else (lambda x: np.tile(x, (1, members)))
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        _EpochLog(epochs, on_epoch),
+    ]
+    if lr_plateau > 0:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_plateau,
+                                                           min_lr=learning_rate / 100))
     hist = model.fit(
         x_train,
         target(x_train),
@@ -169,12 +173,7 @@ def train_autoencoder(
         batch_size=batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-            _EpochLog(epochs, on_epoch),
-            *([keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_plateau,
-                                                 min_lr=learning_rate / 100)] if lr_plateau > 0 else []),
-        ],
+        callbacks=callbacks,
     )
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
