@@ -129,6 +129,7 @@ TELEMETRY_VARIANTS = {
     "window-8": {"window.size": 8},
     "window-16": {"window.size": 16},
     "window-2": {"window.size": 2},
+    "window-1": {"window.size": 1},
     "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
     "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
     "window-2-latent-16-no-std-floor": {"window.size": 2, "model.latent_dim": 16, "model.scale_std_floor": False},
