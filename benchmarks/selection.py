@@ -130,6 +130,8 @@ TELEMETRY_VARIANTS = {
     "window-16": {"window.size": 16},
     "window-2": {"window.size": 2},
     "window-1": {"window.size": 1},
+    # NAB: one value per window, which leaves no change inside a window for the change view to read
+    "window-1-no-change": {"window.size": 1, "detector.change_horizon": 0},
     "window-4-latent-16": {"window.size": 4, "model.latent_dim": 16},
     "window-2-latent-16": {"window.size": 2, "model.latent_dim": 16},
     "window-2-latent-16-no-std-floor": {"window.size": 2, "model.latent_dim": 16, "model.scale_std_floor": False},
