@@ -177,8 +177,8 @@ def load_smd(root: Path, *, machines: Sequence[str] | None = None) -> Dataset:
         # 0.14/0.19/0.25/0.28 on 3 machines, a latent width of 16 (vs 8) raised size 2 to 0.30, and
         # the plain robust scale (no std floor) to 0.34. test/ was not read to choose them. Since
         # session 32 a window holds one row: under a rule written before the runs, PR-AUC on the
-        # short / incident / broad validations 0.5394 (mean of seeds 7, 1, 2) / 0.4788 / 0.8806
-        # against the bars 0.5195 / 0.4659 / 0.560, false-alarm rate at most 0.0101
+        # short / incident / broad validations 0.5394 / 0.4788 / 0.8806 (short and broad: means over
+        # seeds 7, 1, 2) against the bars 0.5195 / 0.4659 / 0.560, false-alarm rate at most 0.0101
         # (benchmarks/selection.py --dataset smd --machines 8 [--incidents [--broad]] --variants window-1).
         "window.size": 1,
         "window.slide": 1,
