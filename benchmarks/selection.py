@@ -88,6 +88,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "recon-weight-0.8": {"detector.recon_weight": 0.8},
     "latent-16": {"model.latent_dim": 16},
     "latent-8": {"model.latent_dim": 8},
+    "latent-32": {"model.latent_dim": 32},
     "no-std-floor": {"model.scale_std_floor": False},
     "std-floor": {"model.scale_std_floor": True},
     "reservoir-60k": {"detector.reservoir_size": 60000},
