@@ -120,6 +120,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "loss-huber": {"model.loss": "huber"},
     "lr-plateau-5": {"model.lr_plateau": 5},
     "patience-40": {"model.patience": 40, "model.epochs": 400},
+    # Polyak averaging of the weights over training steps (session 33)
+    **{f"ema-{v}": {"model.ema_momentum": v} for v in (0.99, 0.999)},
     "recon-weight-0": {"detector.recon_weight": 0.0},
     "recon-weight-1": {"detector.recon_weight": 1.0},
     **{f"recon-top-{m}": {"detector.recon_top": m} for m in (4, 8, 16)},

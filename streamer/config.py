@@ -160,6 +160,12 @@ class ModelConfig:
         "Halve the learning rate when the validation loss has not improved by more than 1e-4 for this "
         "many epochs, down to 1/100 of `learning_rate` (0: a constant rate).",
     )
+    ema_momentum: float = _f(
+        0.0,
+        "Keep an exponential moving average of the weights over training steps at this momentum (Polyak "
+        "averaging; 0.99 averages over about the last 100 steps): validation, early stopping and the kept "
+        "model use the averaged weights. 0: off, the weights of the last step.",
+    )
     validation_split: float = _f(0.2, "Share of training windows held out for validation and calibration.")
     scale_std_floor: bool = _f(
         True, "Normalizer: never scale a column tighter than its standard deviation (else the robust IQR scale)."
@@ -464,6 +470,8 @@ class StreamerConfig:
             raise ConfigError("model.dropout", "a rate in [0, 1)", m.dropout)
         if not (m.weight_decay >= 0 and math.isfinite(m.weight_decay)):
             raise ConfigError("model.weight_decay", "a finite rate >= 0", m.weight_decay)
+        if not 0.0 <= m.ema_momentum < 1.0:
+            raise ConfigError("model.ema_momentum", "a momentum in [0, 1) (0: off)", m.ema_momentum)
         if m.lr_plateau < 0:
             raise ConfigError("model.lr_plateau", "a number of epochs >= 0 (0: off)", m.lr_plateau)
         if not 1 <= m.members <= 16:

@@ -140,6 +140,7 @@ def train_autoencoder(
     weight_decay: float = 0.0,
     loss: str = "mse",
     lr_plateau: int = 0,
+    ema_momentum: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Fit on ``x_train`` with early stopping on ``x_val``; returns the loss curves. With
@@ -147,18 +148,30 @@ def train_autoencoder(
     ``loss`` is ``"mse"`` or ``"huber"`` (Huber's loss with delta 1: squared up to an error of one
     normalized unit, linear past it); early stopping watches the same loss on ``x_val``. With
     ``lr_plateau`` > 0 the learning rate halves after that many epochs in which the validation loss
-    did not improve by more than 1e-4 (Keras' default), down to a hundredth of ``learning_rate``."""
+    did not improve by more than 1e-4 (Keras' default), down to a hundredth of ``learning_rate``.
+    With ``ema_momentum`` > 0 the optimizer keeps an exponential moving average of the weights over
+    training steps; each epoch's validation loss is that of the averaged weights, and early stopping
+    keeps the averaged weights of the best epoch (1.0 freezes the average at the first step)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown training loss {loss!r}: expected one of {', '.join(LOSSES)}")
+    if not 0.0 <= ema_momentum <= 1.0:
+        raise ValueError(f"ema_momentum must be in [0, 1], got {ema_momentum!r}")
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
     if weight_decay > 0:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **ema)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, **ema)
     model.compile(optimizer=optimizer, loss=LOSSES[loss])
     members = members_of(model)
     # an ensemble's members each reconstruct the input: the target is the input once per member
     target = (lambda x: x) if members == 1 else (lambda x: np.tile(x, (1, members)))
-    callbacks = [
+    callbacks: list[keras.callbacks.Callback] = []
+    if ema_momentum > 0:
+        # Validation runs on the averaged weights; at each epoch's end they are swapped into the model
+        # before early stopping looks, so the weights it keeps (and restores at the end, after fit
+        # has written the average into the model) are the averaged ones. Order matters: first.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         _EpochLog(epochs, on_epoch),
     ]

@@ -190,7 +190,7 @@ def fit_on_windows(
     history = train_autoencoder(
         model, xn_tr, xn_va, epochs=m.epochs, patience=m.patience, batch_size=m.train_batch_size,
         learning_rate=m.learning_rate, weight_decay=m.weight_decay, loss=m.loss,
-        lr_plateau=m.lr_plateau, on_epoch=epoch_done,
+        lr_plateau=m.lr_plateau, ema_momentum=m.ema_momentum, on_epoch=epoch_done,
     )
     bar.close()
     embedder = Embedder(model)
@@ -265,6 +265,7 @@ def fit_on_windows(
             "weight_decay": m.weight_decay,
             "loss_function": m.loss,
             "lr_plateau": m.lr_plateau,
+            "ema_momentum": m.ema_momentum,
         },
         "validation": {
             "alpha": alpha,

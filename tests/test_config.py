@@ -304,6 +304,9 @@ def test_bad_hop():
         ({"model.weight_decay": "nan"}, "model.weight_decay"),
         ({"model.loss": "mae"}, "model.loss"),
         ({"model.lr_plateau": -1}, "model.lr_plateau"),
+        ({"model.ema_momentum": 1.0}, "model.ema_momentum"),
+        ({"model.ema_momentum": -0.1}, "model.ema_momentum"),
+        ({"model.ema_momentum": "nan"}, "model.ema_momentum"),
         ({"topics.input": ""}, "topics.input"),
     ],
 )

@@ -219,6 +219,47 @@ def test_lr_plateau_halves_the_rate_down_to_a_hundredth(plateau):
         assert float(m.optimizer.learning_rate) == pytest.approx(1e-2, rel=1e-6)
 
 
+def _val_mse(m, x):
+    return float(np.mean((np.asarray(m(x), dtype=np.float64) - x) ** 2))
+
+
+def test_ema_momentum_one_validates_and_keeps_the_first_step_weights():
+    """At momentum 1 the average never moves after the first step: every epoch validates the same
+    weights, and those are the ones kept, while the raw weights train on (their loss falls)."""
+    x = np.random.default_rng(5).normal(size=(256, 4)).astype(np.float32)
+    m = build_autoencoder(4, hidden=[8], latent_dim=2, noise_std=0.0, seed=0)
+    hist = train_autoencoder(m, x[:192], x[192:], epochs=5, patience=10, batch_size=32, learning_rate=1e-2,
+                             ema_momentum=1.0)
+    assert m.optimizer.use_ema
+    assert hist["val_loss"] == pytest.approx([hist["val_loss"][0]] * 5, rel=1e-6)
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert _val_mse(m, x[192:]) == pytest.approx(hist["val_loss"][0], rel=1e-4)
+
+
+def test_ema_momentum_keeps_the_averaged_weights_of_the_best_epoch():
+    """The kept model is the one early stopping validated best (its loss computed by hand), it is not
+    the last step's (training without the average from the same start differs), and momentum 0 is
+    plain training."""
+    x = np.random.default_rng(6).normal(size=(256, 4)).astype(np.float32)
+    runs = {}
+    for mom in (0.0, 0.9):
+        m = build_autoencoder(4, hidden=[8], latent_dim=2, noise_std=0.0, seed=0)
+        hist = train_autoencoder(m, x[:192], x[192:], epochs=6, patience=10, batch_size=32, learning_rate=1e-2,
+                                 ema_momentum=mom)
+        assert m.optimizer.use_ema == (mom > 0)
+        assert _val_mse(m, x[192:]) == pytest.approx(min(hist["val_loss"]), rel=1e-4)
+        runs[mom] = (hist["val_loss"], m.get_weights())
+    assert runs[0.9][0] != pytest.approx(runs[0.0][0], rel=1e-3)
+    assert any(not np.allclose(a, b) for a, b in zip(runs[0.9][1], runs[0.0][1]))
+
+
+def test_ema_momentum_out_of_range_is_refused():
+    m = build_autoencoder(4, hidden=[8], latent_dim=1, noise_std=0.0, seed=0)
+    x = np.zeros((8, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="ema_momentum must be in"):
+        train_autoencoder(m, x, x, epochs=1, patience=1, batch_size=4, learning_rate=1e-3, ema_momentum=1.5)
+
+
 def test_unknown_training_loss_is_refused():
     m = build_autoencoder(4, hidden=[8], latent_dim=1, noise_std=0.0, seed=0)
     x = np.zeros((8, 4), dtype=np.float32)

@@ -44,7 +44,7 @@ def test_card_keys(card, trained_model):
                                  "window", "entities", "features", "feature_mean", "feature_std"}
     assert set(card["training"]) == {"epochs_run", "loss", "val_loss", "best_val_loss", "seconds", "hidden",
                                      "latent_dim", "members", "noise_std", "dropout", "weight_decay",
-                                     "loss_function", "lr_plateau"}
+                                     "loss_function", "lr_plateau", "ema_momentum"}
     assert set(card["validation"]) == {"alpha", "false_alarm_rate_heldout", "false_alarm_rate_heldout_n",
                                        "score_quantiles", "knn_scale", "recon_scale"}
     assert set(card["validation"]["score_quantiles"]) == {"0.5", "0.9", "0.99", "0.999"}
