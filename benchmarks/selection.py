@@ -90,6 +90,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "latent-8": {"model.latent_dim": 8},
     "latent-32": {"model.latent_dim": 32},
     "latent-48": {"model.latent_dim": 48},
+    "latent-64": {"model.latent_dim": 64},
     "no-std-floor": {"model.scale_std_floor": False},
     "std-floor": {"model.scale_std_floor": True},
     "reservoir-60k": {"detector.reservoir_size": 60000},
