@@ -95,15 +95,18 @@ def build_alerts(
             "source": {"topic": topic, "partition": part, "offset_start": lo, "offset_end": hi},
             "detected_at_ms": now_ms,
         })
-        # the entity-baseline, input-baseline and change-view tail probabilities, and what the
-        # alert was decided on (their combination with p_value: streamer.calibrate.significance)
+        # the entity-baseline, input-baseline and change-view tail probabilities, the range break,
+        # and what the alert was decided on (their combination with p_value: streamer.calibrate.significance)
         if scored.entity_p is not None:
             out[-1]["entity_p_value"] = float(scored.entity_p[i])
         if scored.input_p is not None:
             out[-1]["input_p_value"] = float(scored.input_p[i])
         if scored.change_p is not None:
             out[-1]["change_p_value"] = float(scored.change_p[i])
-        if scored.entity_p is not None or scored.input_p is not None or scored.change_p is not None:
+        if scored.range_break is not None:
+            out[-1]["range_break"] = bool(scored.range_break[i])
+        if (scored.entity_p is not None or scored.input_p is not None or scored.change_p is not None
+                or scored.range_break is not None):
             out[-1]["significance"] = float(scored.alert_significance[i])
     return out
 

@@ -401,6 +401,49 @@ class ChangeMemory(_PerEntity):
         return out
 
 
+class RangeView(_PerEntity):
+    """Values beyond everything their entity has shown: per entity and feature, the smallest and
+    largest raw value seen so far, started from the training windows' range (``prior_min``,
+    ``prior_max``). A value more than ``tolerance`` times the range's width above its largest (or
+    below its smallest) is a *range break*; then the range takes the value in, so a level shift
+    breaks at its onset only, and a slow drift, whose steps stay within the tolerance, never does.
+    A feature constant so far has width 0: any other value breaks. Non-finite values neither break
+    nor move the range. At most ``max_entities`` entities are kept (the least recently seen are
+    forgotten first and restart from the training range)."""
+
+    def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, tolerance: float,
+                 max_entities: int = 200_000) -> None:
+        prior_min = np.asarray(prior_min, dtype=np.float64)
+        prior_max = np.asarray(prior_max, dtype=np.float64)
+        if (prior_min.ndim != 1 or prior_min.shape != prior_max.shape or not len(prior_min)
+                or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
+                or (prior_min > prior_max).any()):
+            raise ValueError("range view: prior min and max must be finite vectors of one length, min <= max")
+        if not tolerance >= 0 or not math.isfinite(tolerance) or max_entities < 1:
+            raise ValueError("range view: a finite tolerance >= 0 and max_entities >= 1 are needed")
+        self.n_features = len(prior_min)
+        self.tolerance = float(tolerance)
+        # per entity: F smallest then F largest values
+        self._rows = _EntityRows(np.r_[prior_min, prior_max], max_entities)
+
+    def update(self, entity: np.ndarray | EntityGroups, x: np.ndarray) -> np.ndarray:
+        """Whether each raw window (rows in stream order) breaks its entity's range in any
+        feature, taking its values into the range."""
+        x = _raw_windows("range view", x, self.n_features)
+        f = self.n_features
+        out = np.zeros(len(x), dtype=bool)
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
+            lo, hi = st[s, :f], st[s, f:]
+            v = x[rows]
+            margin = self.tolerance * (hi - lo)
+            out[rows] = ((v > hi + margin) | (v < lo - margin)).any(axis=1)  # (NaN compares False)
+            ok = np.isfinite(v)
+            st[s, :f] = np.where(ok, np.minimum(lo, v), lo)
+            st[s, f:] = np.where(ok, np.maximum(hi, v), hi)
+        return out
+
+
 class SeasonalBaseline(_PerEntity):
     """A window's raw inputs against its entity's inputs *at the same phase of a period* (time of
     day, of week, ...): a value normal at noon but not at midnight stands out, which a baseline

@@ -282,6 +282,13 @@ class DetectorConfig:
         "Change view: its share of the weighted Bonferroni with the input and seasonal views (their tail "
         "probability divided by 1 - share, the change view's by share; the smaller counts). Alone, it counts whole.",
     )
+    range_tolerance: float = _f(
+        0.0,
+        "Range view: when > 0, each entity keeps the smallest and largest raw value of each input feature it has "
+        "shown (started from the training windows' range); a new value beyond that range by more than this share of "
+        "its width is a range break and alerts whatever the other views say (alert decision only, still grouped by "
+        "`alert_cooldown`; the score and its ranking are unchanged). The range then takes the value in. 0: off.",
+    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -452,6 +459,8 @@ class StreamerConfig:
             raise ConfigError("detector.change_memory_s", "0 (off) or a number of seconds", d.change_memory_s)
         if not 0.0 < d.change_share < 1.0 or not math.isfinite(d.change_share):
             raise ConfigError("detector.change_share", "a share in (0, 1)", d.change_share)
+        if d.range_tolerance < 0 or not math.isfinite(d.range_tolerance):
+            raise ConfigError("detector.range_tolerance", "0 (off) or a share of the range's width", d.range_tolerance)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if not 0 <= d.incident_gap <= 10_000:

@@ -12,12 +12,15 @@ import numpy as np
 
 from streamer.artifact import ModelArtifact
 from streamer.calibrate import (AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, EntityGroups,
-                                InputBaseline, SeasonalBaseline, join_views, significance)
+                                InputBaseline, RangeView, SeasonalBaseline, join_views, significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import change_columns, new_event_columns
 
 __all__ = ["Detector", "Scored"]
+
+# The alert significance of a range break: the smallest normal float, as significant as a window can be.
+RANGE_BREAK_SIGNIFICANCE = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(slots=True)
@@ -40,6 +43,7 @@ class Scored:
     # (never alerts, significant or not; see streamer.calibrate.AlertCooldown).
     repeat: np.ndarray | None = None
     change_p: np.ndarray | None = None  # tail probability of each new event's change (change view, when on)
+    range_break: np.ndarray | None = None  # bool: the window's raw values break its entity's range (when on)
     # What the alert was decided on (alert = alert_significance < alpha, unless repeating an
     # incident): ``significance``, or with the change view its join with the change's tail.
     alert_significance: np.ndarray | None = None
@@ -62,6 +66,15 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"model {model.version} has no training feature statistics: retrain it to use "
                          "detector.input_baseline")
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
+
+
+def range_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each raw feature over the model's training windows, where a
+    range view starts: from ``scoring.json`` (written since the range view exists)."""
+    if "input_min" not in model.scoring:
+        raise ValueError(f"model {model.version} has no training range of its features: retrain it to use "
+                         "detector.range_tolerance")
+    return np.asarray(model.scoring["input_min"]), np.asarray(model.scoring["input_max"])
 
 
 def change_prior(model: ModelArtifact, new: np.ndarray) -> np.ndarray:
@@ -97,10 +110,14 @@ class Detector:
         self.baseline = (EntityBaseline(model.calibration, horizon=cfg.entity_baseline,
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
-        self.input_baseline = self.seasonal = None
-        if cfg.input_baseline or cfg.seasonal_period_s:
+        self.input_baseline = self.seasonal = self.range = None
+        if cfg.input_baseline or cfg.seasonal_period_s or cfg.range_tolerance:
             # each event's raw features once: the columns of the events new to each window
             self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
+        if cfg.range_tolerance:
+            lo, hi = range_prior(model)
+            self.range = RangeView(lo[self.input_cols], hi[self.input_cols], tolerance=cfg.range_tolerance)
+        if cfg.input_baseline or cfg.seasonal_period_s:
             mean, var = input_prior(model)
             mean, var = mean[self.input_cols], var[self.input_cols]
             if cfg.input_baseline:
@@ -129,7 +146,7 @@ class Detector:
                          if cfg.alert_cooldown or cfg.incident_gap else None)
         # (the views define __len__: test them for None, not truthiness)
         self._per_entity = any(v is not None for v in (self.baseline, self.input_baseline, self.seasonal,
-                                                        self.change, self.cooldown))
+                                                        self.change, self.range, self.cooldown))
 
     @property
     def version(self) -> str:
@@ -137,7 +154,7 @@ class Detector:
 
     def carry_over(self, old: Detector) -> None:
         """Keep what ``old`` (the detector this one replaces in a hot swap) learned that does not
-        depend on its model: the input, seasonal and change views (they judge raw values, and a
+        depend on its model: the input, seasonal, change and range views (they judge raw values, and a
         seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
         incidents (significances are comparable across models). The entity baseline judges the
         model's own score and restarts from the new calibration. Both detectors build the same
@@ -150,6 +167,8 @@ class Detector:
             self.change = old.change
         if self.change_memory is not None and old.change_memory is not None:
             self.change_memory = old.change_memory
+        if self.range is not None and old.range is not None:
+            self.range = old.range
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
 
@@ -162,7 +181,8 @@ class Detector:
         against its entity's at the same phase of the period; with the change view, each new
         event's change from the one before it (with a change memory, its excess over the entity's
         largest recent change) against its entity's recent changes (the alert decision only:
-        ``Scored.alert_significance``); with an alert cooldown, windows repeating an open incident
+        ``Scored.alert_significance``); with the range view, a window whose raw values break its
+        entity's range alerts whatever the rest says; with an alert cooldown, windows repeating an open incident
         of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
@@ -201,9 +221,15 @@ class Detector:
             # The change view decides alerts only: the ranking (sig) stays as without it.
             sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
                                      input_p=join_views(q_in, q_ch, self.cfg.change_share))
+        brk = None
+        if self.range is not None and groups is not None:
+            # a range break alerts whatever the other views say (at the floor, as significant as any
+            # window can be); the ranking (sig) stays as without it
+            brk = self.range.update(groups, x_raw[:, self.input_cols])
+            sig_alert = np.where(brk, RANGE_BREAK_SIGNIFICANCE, sig_alert)
         alert = self.calibrator.is_alert(sig_alert)
         repeat = (self.cooldown.update(groups, sig_alert)
                   if self.cooldown is not None and groups is not None else None)
         if repeat is not None:
             alert &= ~repeat
-        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, sig_alert)
+        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, brk, sig_alert)

@@ -283,6 +283,8 @@ def fit_on_windows(
                "feature_names": names,
                # where a per-entity input baseline starts (detector.input_baseline)
                "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist(),
+               # where a per-entity range view starts (detector.range_tolerance): every training window
+               "input_min": windows.x.min(axis=0).tolist(), "input_max": windows.x.max(axis=0).tolist(),
                # where a per-entity change view starts (detector.change_horizon): the variance of each
                # new event's change from the event before it
                "change_var": _change_var(x_tr, names, cfg).tolist()}

@@ -142,7 +142,7 @@ def test_shifted_data_alerts_much_more():
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
 from streamer.calibrate import (AlertCooldown, ChangeMemory, EntityBaseline, InputBaseline,  # noqa: E402
-                                SeasonalBaseline, significance)
+                                RangeView, SeasonalBaseline, significance)
 
 
 def _stream(rng, n, level=1.0):
@@ -349,6 +349,60 @@ def test_change_memory_bad_input():
     with pytest.raises(ValueError, match="times of shape"):
         m.excess(np.array(["a"]), np.array([0.0, 1.0]), np.zeros((1, 1)))
     assert m.excess(np.array([], dtype=object), np.zeros(0), np.zeros((0, 1))).shape == (0, 1)
+
+
+def test_range_view_hand_computed():
+    """Training range [0, 1] and a constant 10; tolerance 0.05 of the width."""
+    r = RangeView(np.array([0.0, 10.0]), np.array([1.0, 10.0]), tolerance=0.05)
+    x = np.array([[0.5, 10.0],  # inside
+                  [1.04, 10.0],  # above 1 but within 0.05: no break; the range becomes [0, 1.04]
+                  [1.2, 10.0],  # 1.2 > 1.04 + 0.052: a break; [0, 1.2]
+                  [1.22, 10.0],  # 1.22 < 1.2 + 0.06
+                  [0.5, 10.1],  # the constant feature moves: width 0, any move breaks
+                  [np.nan, np.nan],  # neither breaks nor moves the range
+                  [-0.07, 10.0]])  # -0.07 < 0 - 0.05 * 1.22
+    np.testing.assert_array_equal(r.update(np.array(["a"] * 7), x), [False, False, True, False, True, False, True])
+    np.testing.assert_allclose(r._rows.state[r._rows.slot["a"]], [-0.07, 10.0, 1.22, 10.1])
+    # a new entity starts from the training range; tolerance 0 breaks on any new extreme
+    z = RangeView(np.array([0.0]), np.array([1.0]), tolerance=0.0)
+    np.testing.assert_array_equal(z.update(np.array(["b", "b", "b"]), np.array([[1.0], [1.01], [1.01]])),
+                                  [False, True, False])
+
+
+def test_range_view_a_level_shift_breaks_at_its_onset_a_slow_drift_never():
+    rng = np.random.default_rng(4)
+    train = rng.normal(0, 1, 5000)
+    lo, hi = np.array([train.min()]), np.array([train.max()])
+    shift = np.r_[rng.normal(0, 1, 500), rng.normal(8, 1, 500)]
+    brk = RangeView(lo, hi, tolerance=0.05).update(np.full(1000, "s"), shift[:, None])
+    # none before the shift, its onset, then at most a few of the shifted level's first new extremes
+    assert not brk[:500].any() and brk[500] and brk.sum() <= 5
+    drift = rng.normal(0, 0.1, 3000) + np.linspace(0, 6, 3000)  # steps of 0.002, far within the tolerance
+    assert not RangeView(lo, hi, tolerance=0.05).update(np.full(3000, "s"), drift[:, None]).any()
+
+
+def test_range_view_keeps_entities_apart_and_batches_do_not_matter():
+    rng = np.random.default_rng(5)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=600)
+    x = rng.standard_t(3, size=(600, 2)) * (1 + 9 * (ent == "b"))[:, None]
+    whole = RangeView(np.full(2, -1.0), np.full(2, 1.0), tolerance=0.05).update(ent, x)
+    split = RangeView(np.full(2, -1.0), np.full(2, 1.0), tolerance=0.05)
+    parts = np.concatenate([split.update(ent[lo:lo + 37], x[lo:lo + 37]) for lo in range(0, 600, 37)])
+    np.testing.assert_array_equal(parts, whole)
+    alone = RangeView(np.full(2, -1.0), np.full(2, 1.0), tolerance=0.05).update(ent[ent == "a"], x[ent == "a"])
+    np.testing.assert_array_equal(whole[ent == "a"], alone)  # b's wide values never widen a's range
+    assert whole[ent == "b"].sum() > whole[ent == "a"].sum() > 0
+
+
+def test_range_view_bad_input():
+    for lo, hi, tol in [([0.0], [1.0], -0.1), ([0.0], [1.0], np.inf), ([2.0], [1.0], 0.1), ([np.nan], [1.0], 0.1),
+                        ([0.0, 1.0], [1.0], 0.1), ([], [], 0.1)]:
+        with pytest.raises(ValueError, match="range view"):
+            RangeView(np.array(lo), np.array(hi), tolerance=tol)
+    r = RangeView(np.zeros(1), np.ones(1), tolerance=0.05)
+    with pytest.raises(ValueError, match="expected 1 features"):
+        r.update(np.array(["a"]), np.zeros((1, 2)))
+    assert r.update(np.array([], dtype=object), np.zeros((0, 1))).shape == (0,)
 
 
 def test_seasonal_baseline_phases_and_hand_computed():

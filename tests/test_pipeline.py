@@ -229,6 +229,30 @@ def test_input_baseline_joins_the_decision_and_the_alert_record(model, trained_m
     assert len(pipe.detector.input_baseline) == len(set(entities))
 
 
+def test_range_view_breaks_alert_whatever_the_model_says(model, trained_model, flows, clean_run):
+    """A tolerance of 0.001: nearly every new extreme of an entity's raw features breaks its range
+    (some on clean flows); a break alerts at the floor significance, the ranking and the other
+    alerts unchanged."""
+    from streamer.detector import RANGE_BREAK_SIGNIFICANCE
+
+    cfg = dataclasses.replace(trained_model["cfg"].detector, range_tolerance=0.001)
+    pipe, results, (p, brk, sig, flags, entities) = scored_columns(model, cfg, flows, "range_break")
+    np.testing.assert_array_equal(p, clean_run["p"])
+    np.testing.assert_array_equal(sig, clean_run["p"])  # the ranking is the p-value's, as without the view
+    assert brk.dtype == bool and 0 < brk.sum() < len(brk)
+    np.testing.assert_array_equal(flags, brk | clean_run["alert_flags"])
+    sig_alert = np.concatenate([r.scored.alert_significance for r in results if r.scored is not None])
+    np.testing.assert_array_equal(sig_alert, np.where(brk, RANGE_BREAK_SIGNIFICANCE, p))
+    alerts = [a for r in results for a in r.alerts]
+    assert len(alerts) == flags.sum() and sum(a["range_break"] for a in alerts) == brk.sum()
+    assert all(a["significance"] == RANGE_BREAK_SIGNIFICANCE for a in alerts if a["range_break"])
+    assert len(pipe.detector.range) == len(set(entities))
+    # a model written before the view existed has no training range
+    old = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if k not in ("input_min", "input_max")})
+    with pytest.raises(ValueError, match="retrain it to use detector.range_tolerance"):
+        Pipeline(old, cfg)
+
+
 def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, trained_model, flows, clean_run):
     base = trained_model["cfg"].detector
     cfg = dataclasses.replace(base, input_baseline=100, seasonal_period_s=60.0, seasonal_buckets=6)
@@ -264,7 +288,7 @@ def swap_halfway(model, cfg, batches: list[list[Record]], swap: bool, check) -> 
 
 def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, trained_model, flows):
     cfg = dataclasses.replace(trained_model["cfg"].detector, entity_baseline=200, input_baseline=100,
-                              seasonal_period_s=60.0, seasonal_buckets=6, alert_cooldown=20)
+                              seasonal_period_s=60.0, seasonal_buckets=6, alert_cooldown=20, range_tolerance=0.05)
     batches = chunks(flow_records(flows["test"]))
 
     def check(before, d) -> None:
@@ -272,6 +296,7 @@ def test_hot_swap_keeps_the_raw_value_baselines_and_open_incidents(model, traine
             return
         assert d is not before and d.version == "v2"
         assert d.input_baseline is before.input_baseline and d.seasonal is before.seasonal
+        assert d.range is before.range and len(d.range) > 0
         assert d.cooldown is before.cooldown and len(d.cooldown) > 0
         # the entity baseline judges the model's own score: it restarts from the new calibration
         assert d.baseline is not before.baseline and len(d.baseline) == 0 < len(before.baseline)

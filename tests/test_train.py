@@ -91,6 +91,9 @@ def test_artifact_contents_are_consistent(trained_model, card, train_windows):
     # where an input baseline starts: the training windows' raw mean and variance
     np.testing.assert_allclose(art.scoring["input_mean"], wb.x[tr].mean(axis=0))
     np.testing.assert_allclose(art.scoring["input_var"], wb.x[tr].var(axis=0))
+    # where a range view starts: the range of every training window, the held-out ones too
+    np.testing.assert_allclose(art.scoring["input_min"], wb.x.min(axis=0))
+    np.testing.assert_allclose(art.scoring["input_max"], wb.x.max(axis=0))
     # the reservoir seed: every training window's embedding (fewer than reservoir_size)
     z_tr, _ = art.embedder.embed(art.normalizer.transform(wb.x[tr]))
     assert art.reservoir_seed.shape == (card["data"]["train_windows"], cfg.model.latent_dim)
