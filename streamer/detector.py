@@ -45,7 +45,8 @@ class Scored:
     change_p: np.ndarray | None = None  # tail probability of each new event's change (change view, when on)
     range_break: np.ndarray | None = None  # bool: the window's raw values break its entity's range (when on)
     # What the alert was decided on (alert = alert_significance < alpha, unless repeating an
-    # incident): ``significance``, or with the change view its join with the change's tail.
+    # incident): ``significance``, or with the change view its join with the change's tail; a
+    # range break's is RANGE_BREAK_SIGNIFICANCE.
     alert_significance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -154,8 +155,8 @@ class Detector:
 
     def carry_over(self, old: Detector) -> None:
         """Keep what ``old`` (the detector this one replaces in a hot swap) learned that does not
-        depend on its model: the input, seasonal, change and range views (they judge raw values, and a
-        seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
+        depend on its model: the input, seasonal, change and range views (they judge raw values,
+        and a seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
         incidents (significances are comparable across models). The entity baseline judges the
         model's own score and restarts from the new calibration. Both detectors build the same
         windows (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
@@ -182,8 +183,8 @@ class Detector:
         event's change from the one before it (with a change memory, its excess over the entity's
         largest recent change) against its entity's recent changes (the alert decision only:
         ``Scored.alert_significance``); with the range view, a window whose raw values break its
-        entity's range alerts whatever the rest says; with an alert cooldown, windows repeating an open incident
-        of their entity do not alert."""
+        entity's range alerts whatever the rest says; with an alert cooldown, windows repeating an
+        open incident of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)

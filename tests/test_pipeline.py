@@ -248,7 +248,8 @@ def test_range_view_breaks_alert_whatever_the_model_says(model, trained_model, f
     assert all(a["significance"] == RANGE_BREAK_SIGNIFICANCE for a in alerts if a["range_break"])
     assert len(pipe.detector.range) == len(set(entities))
     # a model written before the view existed has no training range
-    old = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if k not in ("input_min", "input_max")})
+    scoring = {k: v for k, v in model.scoring.items() if k not in ("input_min", "input_max")}
+    old = dataclasses.replace(model, scoring=scoring)
     with pytest.raises(ValueError, match="retrain it to use detector.range_tolerance"):
         Pipeline(old, cfg)
 
