@@ -146,6 +146,18 @@ def test_an_alert_decided_with_the_change_view_carries_its_tail_and_decision():
                                                 threshold=2.0, alpha=0.01, top_features=2)[0]
 
 
+def test_an_alert_from_a_range_break_says_so():
+    s = scored()
+    s.range_break = np.array([True, False, False, True])
+    s.alert_significance = np.array([1e-300, 0.6, 0.0005, 1e-300])
+    alerts = build_alerts(windows(4), s, groups=feature_groups(NAMES), model_version="v1", threshold=2.0,
+                          alpha=0.01, top_features=2)
+    assert [(a["range_break"], a["significance"]) for a in alerts] == [(True, 1e-300), (False, 0.0005), (True, 1e-300)]
+    assert all(type(a["range_break"]) is bool for a in alerts) and orjson.dumps(alerts[0])
+    assert "range_break" not in build_alerts(windows(4), scored(), groups=feature_groups(NAMES), model_version="v1",
+                                             threshold=2.0, alpha=0.01, top_features=2)[0]
+
+
 def test_build_alerts_top_feature_of_a_random_error_matrix():
     rng = np.random.default_rng(0)
     names = [f"{f}@-{lag}" for lag in (2, 1, 0) for f in ("a", "b", "c", "d")]
