@@ -21,12 +21,13 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = ["AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "EntityGroups", "InputBaseline",
-           "SeasonalBaseline", "join_views", "significance", "tail_scale"]
+           "SeasonalBaseline", "join_views", "significance", "tail_scale", "P_FLOOR"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
 TAIL_SHARE = 0.1
-_P_FLOOR = float(np.finfo(np.float64).tiny)
+#: The smallest tail probability any view gives (the smallest normal float): as significant as a window can be.
+P_FLOOR = float(np.finfo(np.float64).tiny)
 
 
 def tail_scale(sorted_scores: np.ndarray) -> float:
@@ -89,7 +90,7 @@ class Calibrator:
             past = s > top
             if past.any():
                 # floored at the smallest normal float: a p-value of exactly 0 would claim certainty
-                p[past] = np.maximum(np.exp(-(s[past] - top) / self.tail_beta) / (self.n + 1.0), _P_FLOOR)
+                p[past] = np.maximum(np.exp(-(s[past] - top) / self.tail_beta) / (self.n + 1.0), P_FLOOR)
         return p
 
     def is_alert(self, p: np.ndarray) -> np.ndarray:
@@ -305,7 +306,7 @@ def _max_z_tail(z: np.ndarray) -> np.ndarray:
     """Tail probability of each row's most extreme |z| (two-sided normal), times the number of
     features (Bonferroni), floored like the calibrated p-values (the far tail underflows to 0 past
     z ~ 38) and capped at 1."""
-    return np.clip(z.shape[1] * 2.0 * _normal_upper_tail(z.max(axis=1)), _P_FLOOR, 1.0)
+    return np.clip(z.shape[1] * 2.0 * _normal_upper_tail(z.max(axis=1)), P_FLOOR, 1.0)
 
 
 class InputBaseline(_PerEntity):

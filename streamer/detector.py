@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.artifact import ModelArtifact
-from streamer.calibrate import (AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, EntityGroups,
+from streamer.calibrate import (P_FLOOR, AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, EntityGroups,
                                 InputBaseline, RangeView, SeasonalBaseline, join_views, significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
@@ -19,8 +19,8 @@ from streamer.window import change_columns, new_event_columns
 
 __all__ = ["Detector", "Scored"]
 
-# The alert significance of a range break: the smallest normal float, as significant as a window can be.
-RANGE_BREAK_SIGNIFICANCE = float(np.finfo(np.float64).tiny)
+# The alert significance of a range break: the floor of every view's tail probabilities.
+RANGE_BREAK_SIGNIFICANCE = P_FLOOR
 
 
 @dataclass(slots=True)
@@ -112,9 +112,10 @@ class Detector:
                                         short=cfg.entity_baseline_short)
                          if cfg.entity_baseline else None)
         self.input_baseline = self.seasonal = self.range = None
-        if cfg.input_baseline or cfg.seasonal_period_s or cfg.range_tolerance:
-            # each event's raw features once: the columns of the events new to each window
-            self.input_cols = new_event_columns(model.normalizer.names, model.config.window)
+        # each event's raw features once, for the views that judge them: the columns of the events
+        # new to each window
+        self.input_cols = (new_event_columns(model.normalizer.names, model.config.window)
+                           if cfg.input_baseline or cfg.seasonal_period_s or cfg.range_tolerance else None)
         if cfg.range_tolerance:
             lo, hi = range_prior(model)
             self.range = RangeView(lo[self.input_cols], hi[self.input_cols], tolerance=cfg.range_tolerance)
@@ -201,9 +202,10 @@ class Detector:
         groups = EntityGroups.of(entity) if entity is not None and self._per_entity else None
         q = self.baseline.update(groups, s) if self.baseline is not None and groups is not None else None
         q_in = None
+        # the raw features the input, seasonal and range views judge, taken once
+        x_in = x_raw[:, self.input_cols] if groups is not None and self.input_cols is not None else None
         # (the baselines define __len__: test them for None, not truthiness)
-        if groups is not None and (self.input_baseline is not None or self.seasonal is not None):
-            x_in = x_raw[:, self.input_cols]  # the raw features both input baselines judge, taken once
+        if x_in is not None and (self.input_baseline is not None or self.seasonal is not None):
             if self.input_baseline is not None:
                 q_in = self.input_baseline.update(groups, x_in)
             if self.seasonal is not None and t_ms is not None:
@@ -223,10 +225,10 @@ class Detector:
             sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
                                      input_p=join_views(q_in, q_ch, self.cfg.change_share))
         brk = None
-        if self.range is not None and groups is not None:
+        if self.range is not None and x_in is not None:
             # a range break alerts whatever the other views say (at the floor, as significant as any
             # window can be); the ranking (sig) stays as without it
-            brk = self.range.update(groups, x_raw[:, self.input_cols])
+            brk = self.range.update(groups, x_in)
             sig_alert = np.where(brk, RANGE_BREAK_SIGNIFICANCE, sig_alert)
         alert = self.calibrator.is_alert(sig_alert)
         repeat = (self.cooldown.update(groups, sig_alert)
