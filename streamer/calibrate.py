@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "EntityGroups", "InputBaseline",
-           "SeasonalBaseline", "join_views", "significance", "tail_scale", "P_FLOOR"]
+__all__ = ["P_FLOOR", "AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "EntityGroups",
+           "InputBaseline", "RangeView", "SeasonalBaseline", "join_views", "significance", "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
