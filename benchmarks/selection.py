@@ -163,8 +163,10 @@ TELEMETRY_VARIANTS = {
     **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300, 1000)},
     # a value beyond its series' range by more than this share of its width alerts (session 36, R36-1)
     "range-0.05": {"detector.range_tolerance": 0.05},
-    # more held-out windows for early stopping and calibration: half of the training windows (session 37, R37-5)
+    # more held-out windows for early stopping and calibration: half of the training windows (session 37, R37-5;
+    # NAB's setting since session 38), and the default share, which NAB's validations used before
     "val-split-0.5": {"model.validation_split": 0.5},
+    "val-split-0.2": {"model.validation_split": 0.2},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     # longer training with its alerts grouped over 30 windows (session 26, R26-1)
