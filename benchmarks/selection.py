@@ -95,6 +95,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "latent-48-ema-0.99": {"model.latent_dim": 48, "model.ema_momentum": 0.99},
     # the same pairing on NSL-KDD, whose latent is 8 (R34-4)
     "latent-16-ema-0.99": {"model.latent_dim": 16, "model.ema_momentum": 0.99},
+    # the two NSL-KDD training near misses together: patience 40 (session 31) and weight averaging (session 33)
+    "patience-40-ema-0.99": {"model.patience": 40, "model.epochs": 400, "model.ema_momentum": 0.99},
     "no-std-floor": {"model.scale_std_floor": False},
     "std-floor": {"model.scale_std_floor": True},
     "reservoir-60k": {"detector.reservoir_size": 60000},
