@@ -169,6 +169,8 @@ TELEMETRY_VARIANTS = {
     # NAB's setting since session 38), and the default share, which NAB's validations used before
     "val-split-0.5": {"model.validation_split": 0.5},
     "val-split-0.2": {"model.validation_split": 0.2},
+    # the next step past it (session 38, R38-3)
+    "val-split-0.7": {"model.validation_split": 0.7},
     **{f"geometric-cooldown-{n}": {"detector.entity_baseline_rule": "geometric", "detector.alert_cooldown": n}
        for n in (10, 100)},
     # longer training with its alerts grouped over 30 windows (session 26, R26-1)
