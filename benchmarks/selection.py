@@ -127,6 +127,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "loss-huber": {"model.loss": "huber"},
     "lr-plateau-5": {"model.lr_plateau": 5},
     "patience-40": {"model.patience": 40, "model.epochs": 400},
+    "val-split-0.1": {"model.validation_split": 0.1},
+    "val-split-0.1-patience-40-ema-0.99": {"model.validation_split": 0.1, "model.patience": 40, "model.epochs": 400,
+                                           "model.ema_momentum": 0.99},
     # Polyak averaging of the weights over training steps (session 33)
     **{f"ema-{v}": {"model.ema_momentum": v} for v in (0.99, 0.999)},
     "recon-weight-0": {"detector.recon_weight": 0.0},
