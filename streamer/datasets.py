@@ -135,8 +135,16 @@ def load_nsl_kdd(root: Path) -> Dataset:
         # (the default 6), within at most 200. Chosen on validation (selection.py --variants
         # patience-20,batch-64 --model-seeds 7,1,2,3,4: macro PR-AUC 0.5201 -> 0.5399 on the mean,
         # higher at each of the five seeds; a batch of 64 instead of 256 scored 0.5244).
-        "model.patience": 20,
-        "model.epochs": 200,
+        # Since session 39: early stopping waits 40 epochs (at most 400) and keeps an average of the
+        # weights over the last ~100 steps (ema 0.99), and a tenth of the training windows (not a
+        # fifth) is held out for early stopping and calibration. Chosen on validation (selection.py
+        # --variants val-split-0.1-patience-40-ema-0.99 --model-seeds 7,1,2,3,4: macro PR-AUC 0.5603 /
+        # 0.5573 / 0.5691 / 0.5687 / 0.5762, mean 0.5663 against the defaults' 0.5422 and the bar 0.5583;
+        # each part alone scored 0.5525 and 0.5538, under the bar).
+        "model.validation_split": 0.1,
+        "model.patience": 40,
+        "model.epochs": 400,
+        "model.ema_momentum": 0.99,
     }
     return Dataset("nsl-kdd", overrides, iter([series]), 1)
 

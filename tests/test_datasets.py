@@ -98,7 +98,8 @@ def test_nsl_kdd_layout(tmp_path):
     assert orjson.loads(s.test[1].value)["service"] == "ecr_i"
     # the settings chosen for NSL-KDD land in a valid evaluation config, and a --set still wins
     cfg = _eval_config(None, ds.overrides, {})
-    assert (cfg.model.patience, cfg.model.epochs, cfg.model.hidden) == (20, 200, [128, 64])
+    assert (cfg.model.patience, cfg.model.epochs, cfg.model.hidden) == (40, 400, [128, 64])
+    assert (cfg.model.validation_split, cfg.model.ema_momentum) == (0.1, 0.99)
     assert cfg.model.feature_error_norm is False
     assert _eval_config(None, ds.overrides, {"model.patience": 6}).model.patience == 6
 
