@@ -128,8 +128,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "lr-plateau-5": {"model.lr_plateau": 5},
     "patience-40": {"model.patience": 40, "model.epochs": 400},
     "val-split-0.1": {"model.validation_split": 0.1},
-    "val-split-0.1-patience-40-ema-0.99": {"model.validation_split": 0.1, "model.patience": 40, "model.epochs": 400,
-                                           "model.ema_momentum": 0.99},
     # Polyak averaging of the weights over training steps (session 33)
     **{f"ema-{v}": {"model.ema_momentum": v} for v in (0.99, 0.999)},
     "recon-weight-0": {"detector.recon_weight": 0.0},
@@ -139,6 +137,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "hash-buckets-256": {"schema.hash_buckets": 256},
     **{f"hash-functions-{k}": {"schema.hash_functions": k} for k in (2, 3)},
 }
+# settings seen to gain apart, put together (session 39, R39-5)
+VARIANTS["val-split-0.1-patience-40-ema-0.99"] = {**VARIANTS["val-split-0.1"], **VARIANTS["patience-40"],
+                                                  **VARIANTS["ema-0.99"]}
+
 TELEMETRY_VARIANTS = {
     "window-4": {"window.size": 4},
     "window-8": {"window.size": 8},
