@@ -197,6 +197,9 @@ TELEMETRY_VARIANTS = {
     "retrain-on-drift": {"retrain.in_eval": True, "retrain.interval_s": 0},
     "retrain-daily": {"retrain.in_eval": True, "retrain.interval_s": 86400},
     "retrain-every-1000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 1000},
+    # half as many retrains, on at most 5,000 windows (session 41, R41-1: the cost of NAB's long files)
+    "retrain-every-2000-cap-5000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 2000,
+                                    "retrain.reservoir_windows": 5000},
 }
 
 
