@@ -370,6 +370,14 @@ class RetrainConfig:
     gate_min_confident_recall: float = _f(
         0.95, "Gate: the share of kept confident alerts the candidate must still flag (p < alpha)."
     )
+    gate_reference: Literal["alpha", "current"] = _f(
+        "alpha",
+        "Gate bars. `alpha`: fixed, as above. `current`: no stricter than the model in service scored the same "
+        "way on the same windows: false-alarm bar max(alpha * (1 + tolerance), its rate), confident-recall bar "
+        "min(gate_min_confident_recall, its recall). The gate scores windows out of their stream (no per-entity "
+        "baseline, seasonal or change view), so where alerts rest on those views the fixed bars judge a score "
+        "the detector does not alert on.",
+    )
     retry_s: float = _f(600.0, "After a rejected candidate or a failed training, wait this long before retrying.")
     in_eval: bool = _f(
         False,

@@ -24,8 +24,11 @@ A retrain holds out every k-th window in time (``retrain.gate_share``) and train
 The **gate** (:func:`evaluate_gate`): the candidate's false-alarm rate at alpha on the held-out
 windows is at most ``alpha * (1 + retrain.gate_far_tolerance)``, and it still flags at least
 ``retrain.gate_min_confident_recall`` of the confident alerts from before the change (so a slow ramp
-of poisoned traffic cannot lower the bar). A passing candidate is written to the store and announced
-on ``topics.models`` (detectors hot-swap to it); a failing one is written under
+of poisoned traffic cannot lower the bar). The gate scores the windows out of their stream (the
+model's calibrated score alone); with ``retrain.gate_reference`` ``current`` its bars are no
+stricter than what the model in service achieves, scored the same way on the same windows. A
+passing candidate is written to the store and announced on ``topics.models`` (detectors hot-swap
+to it); a failing one is written under
 ``<model.dir>/<name>/rejected/`` with its gate figures in its card, logged, not announced, and the
 retrainer tries again after ``retrain.retry_s``. Artifacts are written to a temporary directory and
 renamed into place: a crash mid-training leaves nothing half-written visible.
@@ -78,17 +81,25 @@ def evaluate_gate(candidate: ModelArtifact, cfg: StreamerConfig, normal_x: np.nd
     r = cfg.retrain
     det = Detector(candidate, cfg.detector)
     far_max = alpha * (1.0 + r.gate_far_tolerance)
+    min_recall = r.gate_min_confident_recall
+    relative = r.gate_reference == "current" and current is not None
     out: dict[str, Any] = {"alpha": alpha, "far_max": far_max, "normal_n": int(len(normal_x)),
-                           "confident_n": int(len(confident_x)), "min_confident_recall": r.gate_min_confident_recall}
+                           "confident_n": int(len(confident_x)), "min_confident_recall": min_recall,
+                           "reference": "current" if relative else "alpha"}
     reasons = []
     if len(normal_x):
         far = float(det.score(normal_x, admit=False).alert.mean())
         out["false_alarm_rate"] = far
-        if far > far_max:
-            reasons.append(f"false-alarm rate {far:.4f} on {len(normal_x)} held-out normal windows exceeds "
-                           f"{far_max:.4f} (alpha {alpha:g} x (1 + {r.gate_far_tolerance:g}))")
+        bar, why = far_max, f"alpha {alpha:g} x (1 + {r.gate_far_tolerance:g})"
         if current is not None:
-            out["current_false_alarm_rate"] = float(current.score(normal_x, admit=False).alert.mean())
+            cur = float(current.score(normal_x, admit=False).alert.mean())
+            out["current_false_alarm_rate"] = cur
+            if relative and cur > bar:
+                bar, why = cur, "the current model's rate on them"
+        out["far_max"] = bar
+        if far > bar:
+            reasons.append(f"false-alarm rate {far:.4f} on {len(normal_x)} held-out normal windows exceeds "
+                           f"{bar:.4f} ({why})")
     else:
         out["false_alarm_rate"] = None
         reasons.append("no held-out normal windows")
@@ -97,9 +108,16 @@ def evaluate_gate(candidate: ModelArtifact, cfg: StreamerConfig, normal_x: np.nd
         recall = float(flagged.mean())
         out["confident_flagged"] = int(flagged.sum())
         out["confident_recall"] = recall
-        if recall < r.gate_min_confident_recall:
+        bar, why = min_recall, f"{min_recall:g}"
+        if relative:
+            cur = float(current.score(confident_x, admit=False).alert.mean())
+            out["current_confident_recall"] = cur
+            if cur < bar:
+                bar, why = cur, f"the current model's {cur:.2f} scored the same way"
+        out["min_confident_recall"] = bar
+        if recall < bar:
             reasons.append(f"flags only {int(flagged.sum())} of the {len(confident_x)} windows the current model "
-                           f"alerted on with high confidence ({recall:.2f} < {r.gate_min_confident_recall:g})")
+                           f"alerted on with high confidence ({recall:.2f} < {why})")
     else:
         out["confident_flagged"] = 0
         out["confident_recall"] = None

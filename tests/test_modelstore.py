@@ -237,6 +237,27 @@ def test_gate_figures_and_refusals(base_model, flows, trained_model):
     g = evaluate_gate(base_model, cfg, normal_x, confident_x[:0])
     assert g["passed"] and g["confident_recall"] is None
 
+    # Bars from the model in service (retrain.gate_reference current), scored the same way on the same
+    # windows: a candidate no worse than it passes where the fixed bars refuse...
+    rel = copy.deepcopy(cfg)
+    rel.retrain.gate_reference = "current"
+    mixed = np.concatenate([normal_x[:50], wb.x[strong]])
+    same = Pipeline(base_model, cfg.detector).detector
+    g = evaluate_gate(base_model, rel, mixed, normal_x[:40], current=same)
+    assert g["passed"] and g["reference"] == "current", g["reasons"]
+    fixed_far = cfg.detector.alpha * (1 + cfg.retrain.gate_far_tolerance)
+    assert g["far_max"] == g["current_false_alarm_rate"] == g["false_alarm_rate"] > fixed_far
+    assert g["min_confident_recall"] == g["current_confident_recall"] == g["confident_recall"] < 0.95
+    # ...one that flags fewer of the confident alerts than it does is refused; the fixed bar stays
+    # where the model in service meets it
+    looser = Pipeline(base_model, dataclasses.replace(cfg.detector, alpha=0.3)).detector
+    g = evaluate_gate(base_model, rel, normal_x, normal_x[:40], current=looser)
+    assert 0 < g["current_confident_recall"] < 0.95 and g["confident_recall"] < g["current_confident_recall"]
+    assert not g["passed"] and any("the current model's" in r for r in g["reasons"])
+    assert g["far_max"] == g["current_false_alarm_rate"] > g["false_alarm_rate"]
+    g = evaluate_gate(base_model, rel, normal_x, confident_x, current=same)
+    assert g["passed"] and g["far_max"] == pytest.approx(fixed_far) and g["min_confident_recall"] == 0.95
+
 
 # -- the detector follows the topic (real broker) ------------------------------------------------------
 def _produce(bootstrap: str, topic: str, ann: Announcement) -> None:
