@@ -200,6 +200,10 @@ TELEMETRY_VARIANTS = {
     # half as many retrains, on at most 5,000 windows (session 41, R41-1: the cost of NAB's long files)
     "retrain-every-2000-cap-5000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 2000,
                                     "retrain.reservoir_windows": 5000},
+    # every 1,000 windows, at most 5,000 kept, each candidate fine-tuned from the model in service (R41-2)
+    "retrain-every-1000-cap-5000-warm": {"retrain.in_eval": True, "retrain.interval_s": 0,
+                                         "retrain.every_windows": 1000, "retrain.reservoir_windows": 5000,
+                                         "retrain.warm_start": True},
     # the same, its gate's bars no stricter than the model in service (session 41)
     "retrain-every-2000-cap-5000-gate-current": {"retrain.in_eval": True, "retrain.interval_s": 0,
                                                  "retrain.every_windows": 2000, "retrain.reservoir_windows": 5000,

@@ -378,6 +378,12 @@ class RetrainConfig:
         "baseline, seasonal or change view), so where alerts rest on those views the fixed bars judge a score "
         "the detector does not alert on.",
     )
+    warm_start: bool = _f(
+        False,
+        "Start each candidate from the weights of the model in service (same architecture) instead of a fresh "
+        "initialisation: fine-tuning, which early stopping usually ends in far fewer epochs. The candidate's "
+        "normalizer, reservoir and calibration are still its own.",
+    )
     retry_s: float = _f(600.0, "After a rejected candidate or a failed training, wait this long before retrying.")
     in_eval: bool = _f(
         False,

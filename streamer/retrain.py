@@ -20,7 +20,8 @@ the quarantined alerts since it began. The retrainer also retrains every ``retra
 seconds and every ``retrain.every_windows`` new normal windows.
 
 A retrain holds out every k-th window in time (``retrain.gate_share``) and trains on the others with
-:func:`streamer.train.fit_on_windows` (early stopping on the newest share, one log line per epoch).
+:func:`streamer.train.fit_on_windows` (early stopping on the newest share, one log line per epoch;
+with ``retrain.warm_start`` from the weights of the model in service).
 The **gate** (:func:`evaluate_gate`): the candidate's false-alarm rate at alpha on the held-out
 windows is at most ``alpha * (1 + retrain.gate_far_tolerance)``, and it still flags at least
 ``retrain.gate_min_confident_recall`` of the confident alerts from before the change (so a slow ramp
@@ -527,8 +528,9 @@ class Retrainer:
         outcome: dict[str, Any] = {"version": version, "reason": reason, "windows": len(train_wb),
                                    "released": released}
         try:
+            init = self.pipeline.detector.model.embedder.autoencoder.get_weights() if r.warm_start else None
             cand = fit_on_windows(
-                self.cfg, train_wb, self.names, show_progress=False, on_epoch=on_epoch,
+                self.cfg, train_wb, self.names, show_progress=False, on_epoch=on_epoch, init_weights=init,
                 source=f"retrainer ({reason}): {len(train_wb)} recent windows of {','.join(self.cfg.topics.input)}",
             )
             gate = evaluate_gate(cand.artifact(version), self.cfg, gate_x, confident_x, current=self.pipeline.detector,

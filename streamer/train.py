@@ -158,9 +158,13 @@ def fit_on_windows(
     n_records: int | None = None,
     dead: Counter[str] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    init_weights: list[np.ndarray] | None = None,
 ) -> Candidate:
     """Steps 2-6 on precomputed raw windows: a :class:`Candidate`, nothing written.
-    ``on_epoch(epoch, logs)`` is called after every epoch (progress in a service's logs)."""
+    ``on_epoch(epoch, logs)`` is called after every epoch (progress in a service's logs).
+    ``init_weights``: the autoencoder starts from these weights (a model of the same architecture,
+    as ``keras.Model.get_weights`` gives them) instead of a fresh initialisation; weights of another
+    shape are reported in the log and the training starts fresh."""
     from streamer.embed import Embedder, build_autoencoder, train_autoencoder
 
     t0 = time.monotonic()
@@ -180,6 +184,13 @@ def fit_on_windows(
     # 3. the autoencoder
     model = build_autoencoder(len(names), hidden=m.hidden, latent_dim=m.latent_dim, noise_std=m.noise_std,
                               seed=m.seed, members=m.members, dropout=m.dropout)
+    warm = False
+    if init_weights is not None:
+        try:
+            model.set_weights(init_weights)
+            warm = True
+        except ValueError as exc:
+            log.warning("cannot start from the given weights (%s); training from a fresh initialisation", exc)
     bar = Progress("training", m.epochs, unit="epochs", enabled=show_progress)
 
     def epoch_done(e: int, logs: dict[str, float]) -> None:
@@ -253,6 +264,7 @@ def fit_on_windows(
         },
         "training": {
             "epochs_run": len(history.get("loss", [])),
+            "warm_start": warm,
             "loss": history.get("loss", []),
             "val_loss": history.get("val_loss", []),
             "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),

@@ -373,6 +373,22 @@ def test_failed_training_is_reported_and_retried_later(drift_model, drift_data, 
     assert rt.due() == "windows"
 
 
+@pytest.mark.slow
+def test_warm_start_fine_tunes_the_model_in_service(drift_model, drift_data, tmp_path):
+    _copy_model(drift_model, tmp_path)
+    cfg = make_config(tmp_path / "models", **{**RETRAIN, "retrain.warm_start": True})
+    rt = Retrainer(cfg, load_artifact_dir(drift_model["path"]), announce=False, clock=lambda: 0.0)
+    recs = flow_records(drift_data["ab"])
+    for lo in range(0, len(recs), 500):
+        rt.observe(rt.pipeline.process(recs[lo:lo + 500]))
+    out = rt.retrain("schedule")
+    assert "error" not in out, out
+    card = orjson.loads((Path(out["path"]) / "card.json").read_bytes())
+    assert card["training"]["warm_start"] is True and card["retrain"]["reason"] == "schedule"
+    base = orjson.loads((drift_model["path"] / "card.json").read_bytes())
+    assert base["training"]["warm_start"] is False
+
+
 _KILL_SCRIPT = r"""
 import sys, time, numpy as np
 sys.path.insert(0, {tests!r})

@@ -42,7 +42,7 @@ def test_card_keys(card, trained_model):
     assert (card["name"], card["version"]) == ("default", trained_model["path"].name)
     assert set(card["data"]) == {"records", "unusable_records", "windows", "train_windows", "validation_windows",
                                  "window", "entities", "features", "feature_mean", "feature_std"}
-    assert set(card["training"]) == {"epochs_run", "loss", "val_loss", "best_val_loss", "seconds", "hidden",
+    assert set(card["training"]) == {"epochs_run", "warm_start", "loss", "val_loss", "best_val_loss", "seconds", "hidden",
                                      "latent_dim", "members", "noise_std", "dropout", "weight_decay",
                                      "loss_function", "lr_plateau", "ema_momentum"}
     assert set(card["validation"]) == {"alpha", "false_alarm_rate_heldout", "false_alarm_rate_heldout_n",
@@ -175,6 +175,28 @@ def test_unscaled_reconstruction_errors(tmp_path, flows):
     assert det.err_scale is None
     np.testing.assert_allclose(out.recon, recon, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(out.score, s, rtol=1e-4, atol=1e-6)
+
+
+def test_warm_start_from_the_weights_of_a_model(tmp_path, flows, trained_model, train_windows, caplog):
+    """``init_weights`` (the retrainer's ``retrain.warm_start``): the autoencoder starts from the given
+    weights (trained one epoch at a vanishing learning rate, it keeps them); weights of another shape are reported and
+    the training starts fresh."""
+    from streamer.train import fit_on_windows
+
+    cfg = make_config(tmp_path, **{"model.epochs": 1, "model.learning_rate": 1e-12})
+    wb, names, _ = train_windows
+    base = load_artifact_dir(trained_model["path"]).embedder.autoencoder.get_weights()
+    warm = fit_on_windows(cfg, wb, names, source="warm", show_progress=False, init_weights=base)
+    got = warm.artifact("w").embedder.autoencoder.get_weights()
+    assert warm.card["training"]["warm_start"] is True
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(got, base, strict=True))
+    fresh = fit_on_windows(cfg, wb, names, source="fresh", show_progress=False)
+    assert fresh.card["training"]["warm_start"] is False
+    assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(fresh.artifact("f").embedder.autoencoder.get_weights(),
+                                                                   base, strict=True))
+    with caplog.at_level("WARNING"):
+        other = fit_on_windows(cfg, wb, names, source="other", show_progress=False, init_weights=base[:-1])
+    assert other.card["training"]["warm_start"] is False and "fresh initialisation" in caplog.text
 
 
 def test_density_relative_knn(tmp_path, flows):
