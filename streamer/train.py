@@ -182,15 +182,18 @@ def fit_on_windows(
     xn_tr, xn_va = normalizer.transform(x_tr), normalizer.transform(x_va)
 
     # 3. the autoencoder
-    model = build_autoencoder(len(names), hidden=m.hidden, latent_dim=m.latent_dim, noise_std=m.noise_std,
-                              seed=m.seed, members=m.members, dropout=m.dropout)
-    warm = False
+    def build() -> Any:
+        return build_autoencoder(len(names), hidden=m.hidden, latent_dim=m.latent_dim, noise_std=m.noise_std,
+                                 seed=m.seed, members=m.members, dropout=m.dropout)
+
+    model, warm = build(), False
     if init_weights is not None:
         try:
             model.set_weights(init_weights)
             warm = True
         except ValueError as exc:
             log.warning("cannot start from the given weights (%s); training from a fresh initialisation", exc)
+            model = build()  # nothing half-assigned
     bar = Progress("training", m.epochs, unit="epochs", enabled=show_progress)
 
     def epoch_done(e: int, logs: dict[str, float]) -> None:
