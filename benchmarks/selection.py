@@ -204,6 +204,10 @@ TELEMETRY_VARIANTS = {
     "retrain-every-1000-cap-5000-warm": {"retrain.in_eval": True, "retrain.interval_s": 0,
                                          "retrain.every_windows": 1000, "retrain.reservoir_windows": 5000,
                                          "retrain.warm_start": True},
+    # R41-2's form with the gate's bars no stricter than the model in service (R41-3)
+    "retrain-every-1000-cap-5000-warm-gate-current": {"retrain.in_eval": True, "retrain.interval_s": 0,
+                                                      "retrain.every_windows": 1000, "retrain.reservoir_windows": 5000,
+                                                      "retrain.warm_start": True, "retrain.gate_reference": "current"},
     # R41-1's form with the gate's bars no stricter than the model in service (session 41; not yet run)
     "retrain-every-2000-cap-5000-gate-current": {"retrain.in_eval": True, "retrain.interval_s": 0,
                                                  "retrain.every_windows": 2000, "retrain.reservoir_windows": 5000,
