@@ -197,22 +197,22 @@ TELEMETRY_VARIANTS = {
     "retrain-on-drift": {"retrain.in_eval": True, "retrain.interval_s": 0},
     "retrain-daily": {"retrain.in_eval": True, "retrain.interval_s": 86400},
     "retrain-every-1000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 1000},
-    # half as many retrains, on at most 5,000 windows (session 41, R41-1: the cost of NAB's long files)
-    "retrain-every-2000-cap-5000": {"retrain.in_eval": True, "retrain.interval_s": 0, "retrain.every_windows": 2000,
-                                    "retrain.reservoir_windows": 5000},
-    # every 1,000 windows, at most 5,000 kept, each candidate fine-tuned from the model in service (R41-2)
-    "retrain-every-1000-cap-5000-warm": {"retrain.in_eval": True, "retrain.interval_s": 0,
-                                         "retrain.every_windows": 1000, "retrain.reservoir_windows": 5000,
-                                         "retrain.warm_start": True},
-    # R41-2's form with the gate's bars no stricter than the model in service (R41-3)
-    "retrain-every-1000-cap-5000-warm-gate-current": {"retrain.in_eval": True, "retrain.interval_s": 0,
-                                                      "retrain.every_windows": 1000, "retrain.reservoir_windows": 5000,
-                                                      "retrain.warm_start": True, "retrain.gate_reference": "current"},
-    # R41-1's form with the gate's bars no stricter than the model in service (session 41; not yet run)
-    "retrain-every-2000-cap-5000-gate-current": {"retrain.in_eval": True, "retrain.interval_s": 0,
-                                                 "retrain.every_windows": 2000, "retrain.reservoir_windows": 5000,
-                                                 "retrain.gate_reference": "current"},
 }
+# Session 41's cheaper retraining forms, built from R40-1's: half as many retrains on at most 5,000
+# windows (R41-1), fine-tuned from the model in service (R41-2), and the gate's bars no stricter than
+# the model in service (R41-3; with R41-1's form not yet run).
+_CAP = {"retrain.reservoir_windows": 5000}
+_WARM = {"retrain.warm_start": True}
+_GATE_CURRENT = {"retrain.gate_reference": "current"}
+_EVERY_2000 = {**TELEMETRY_VARIANTS["retrain-every-1000"], "retrain.every_windows": 2000}
+TELEMETRY_VARIANTS.update({
+    "retrain-every-2000-cap-5000": {**_EVERY_2000, **_CAP},
+    "retrain-every-1000-cap-5000-warm": {**TELEMETRY_VARIANTS["retrain-every-1000"], **_CAP, **_WARM},
+})
+TELEMETRY_VARIANTS["retrain-every-1000-cap-5000-warm-gate-current"] = {
+    **TELEMETRY_VARIANTS["retrain-every-1000-cap-5000-warm"], **_GATE_CURRENT}
+TELEMETRY_VARIANTS["retrain-every-2000-cap-5000-gate-current"] = {
+    **TELEMETRY_VARIANTS["retrain-every-2000-cap-5000"], **_GATE_CURRENT}
 
 
 # NSL-KDD attack names by category (the usual DoS / probe / R2L / U2R grouping of the KDD'99 attacks).

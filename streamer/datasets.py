@@ -134,8 +134,9 @@ def load_nsl_kdd(root: Path) -> Dataset:
         # Training stops later than the defaults (wait 6 epochs, at most 60; a fifth held out).
         # Session 25 chose a wait of 20 epochs within 200 (selection.py --variants patience-20,batch-64
         # --model-seeds 7,1,2,3,4: macro PR-AUC 0.5201 -> 0.5399 on the mean, higher at each of the
-        # five seeds; a batch of 64 instead of 256 scored 0.5244). Since session 39: early stopping waits 40 epochs (at most 400) and keeps an average of the
-        # weights over the last ~100 steps (ema 0.99), and a tenth of the training windows (not a
+        # five seeds; a batch of 64 instead of 256 scored 0.5244). Since session 39: early stopping
+        # waits 40 epochs (at most 400) and keeps an average of the weights over the last ~100
+        # steps (ema 0.99), and a tenth of the training windows (not a
         # fifth) is held out for early stopping and calibration. Chosen on validation (selection.py
         # --variants val-split-0.1-patience-40-ema-0.99 --model-seeds 7,1,2,3,4: macro PR-AUC 0.5603 /
         # 0.5573 / 0.5691 / 0.5687 / 0.5762, mean 0.5663 against the defaults' 0.5422 and the bar 0.5583;
