@@ -170,6 +170,9 @@ TELEMETRY_VARIANTS = {
     **{f"cooldown-{n}": {"detector.alert_cooldown": n} for n in (3, 10, 30, 100, 300, 1000)},
     # a value beyond its series' range by more than this share of its width alerts (session 36, R36-1)
     "range-0.05": {"detector.range_tolerance": 0.05},
+    # its breaks counted from a series' (2 x training windows)-th window on: in NAB's streams, which replay the
+    # probationary period first, as long again past it (session 42, R42-3)
+    "range-0.05-warmup-2": {"detector.range_tolerance": 0.05, "detector.range_warmup": 2.0},
     # more held-out windows for early stopping and calibration: half of the training windows (session 37, R37-5;
     # NAB's setting since session 38), and the default share, which NAB's validations used before
     "val-split-0.5": {"model.validation_split": 0.5},

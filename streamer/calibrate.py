@@ -409,10 +409,13 @@ class RangeView(_PerEntity):
     below its smallest) is a *range break*; then the range takes the value in, so a level shift
     breaks at its onset only, and a slow drift, whose steps stay within the tolerance, never does.
     A feature constant so far has width 0: any other value breaks. Non-finite values neither break
-    nor move the range. At most ``max_entities`` entities are kept (the least recently seen are
-    forgotten first and restart from the training range)."""
+    nor move the range. With ``warmup`` > 0 an entity's breaks count only from its ``warmup``-th
+    window on (before, they still widen the range): a range learned from a short training stretch
+    is still being widened by the stream's ordinary extremes for a while. At most ``max_entities``
+    entities are kept (the least recently seen are forgotten first and restart from the training
+    range and the warm-up)."""
 
-    def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, tolerance: float,
+    def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, tolerance: float, warmup: int = 0,
                  max_entities: int = 200_000) -> None:
         prior_min = np.asarray(prior_min, dtype=np.float64)
         prior_max = np.asarray(prior_max, dtype=np.float64)
@@ -420,12 +423,13 @@ class RangeView(_PerEntity):
                 or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
                 or (prior_min > prior_max).any()):
             raise ValueError("range view: prior min and max must be finite vectors of one length, min <= max")
-        if not tolerance >= 0 or not math.isfinite(tolerance) or max_entities < 1:
-            raise ValueError("range view: a finite tolerance >= 0 and max_entities >= 1 are needed")
+        if not tolerance >= 0 or not math.isfinite(tolerance) or warmup < 0 or max_entities < 1:
+            raise ValueError("range view: a finite tolerance >= 0, warmup >= 0 and max_entities >= 1 are needed")
         self.n_features = len(prior_min)
         self.tolerance = float(tolerance)
-        # per entity: F smallest then F largest values
-        self._rows = _EntityRows(np.r_[prior_min, prior_max], max_entities)
+        self.warmup = int(warmup)
+        # per entity: F smallest then F largest values, then the windows it has shown
+        self._rows = _EntityRows(np.r_[prior_min, prior_max, 0.0], max_entities)
 
     def update(self, entity: np.ndarray | EntityGroups, x: np.ndarray) -> np.ndarray:
         """Whether each raw window (rows in stream order) breaks its entity's range in any
@@ -435,13 +439,15 @@ class RangeView(_PerEntity):
         out = np.zeros(len(x), dtype=bool)
         for rows, s in self._rows.by_rank(entity):
             st = self._rows.state
-            lo, hi = st[s, :f], st[s, f:]
+            lo, hi = st[s, :f], st[s, f:2 * f]
             v = x[rows]
             margin = self.tolerance * (hi - lo)
-            out[rows] = ((v > hi + margin) | (v < lo - margin)).any(axis=1)  # (NaN compares False)
+            seen = st[s, 2 * f]
+            out[rows] = ((v > hi + margin) | (v < lo - margin)).any(axis=1) & (seen >= self.warmup)  # (NaN: False)
             ok = np.isfinite(v)
             st[s, :f] = np.where(ok, np.minimum(lo, v), lo)
-            st[s, f:] = np.where(ok, np.maximum(hi, v), hi)
+            st[s, f:2 * f] = np.where(ok, np.maximum(hi, v), hi)
+            st[s, 2 * f] = seen + 1
         return out
 
 

@@ -289,6 +289,12 @@ class DetectorConfig:
         "its width is a range break and alerts whatever the other views say (alert decision only, still grouped by "
         "`alert_cooldown`; the score and its ranking are unchanged). The range then takes the value in. 0: off.",
     )
+    range_warmup: float = _f(
+        0.0,
+        "Range view: an entity's range breaks alert only once it has shown this many times as many windows as its "
+        "model's range was learned from (the training windows); before that they still widen the range. A range "
+        "learned from a short training stretch is widened by the stream's ordinary extremes for a while. 0: at once.",
+    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -475,6 +481,9 @@ class StreamerConfig:
             raise ConfigError("detector.change_share", "a share in (0, 1)", d.change_share)
         if d.range_tolerance < 0 or not math.isfinite(d.range_tolerance):
             raise ConfigError("detector.range_tolerance", "0 (off) or a share of the range's width", d.range_tolerance)
+        if d.range_warmup < 0 or not math.isfinite(d.range_warmup):
+            raise ConfigError("detector.range_warmup", "0 (at once) or a multiple >= 0 of the training windows",
+                              d.range_warmup)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if not 0 <= d.incident_gap <= 10_000:

@@ -6,6 +6,8 @@ in-process object: the Kafka runner, the evaluation and the tests all use it the
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,13 +71,16 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
 
 
-def range_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
+def range_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Smallest and largest value of each raw feature over the model's training windows, where a
-    range view starts: from ``scoring.json`` (written since the range view exists)."""
+    range view starts, and how many windows that range was learned from (None for a model written
+    before it was recorded): from ``scoring.json`` (written since the range view exists)."""
     if "input_min" not in model.scoring:
         raise ValueError(f"model {model.version} has no training range of its features: retrain it to use "
                          "detector.range_tolerance")
-    return np.asarray(model.scoring["input_min"]), np.asarray(model.scoring["input_max"])
+    n = model.scoring.get("input_range_n")
+    return (np.asarray(model.scoring["input_min"]), np.asarray(model.scoring["input_max"]),
+            None if n is None else int(n))
 
 
 def change_prior(model: ModelArtifact, new: np.ndarray) -> np.ndarray:
@@ -117,8 +122,12 @@ class Detector:
         self.input_cols = (new_event_columns(model.normalizer.names, model.config.window)
                            if cfg.input_baseline or cfg.seasonal_period_s or cfg.range_tolerance else None)
         if cfg.range_tolerance:
-            lo, hi = range_prior(model)
-            self.range = RangeView(lo[self.input_cols], hi[self.input_cols], tolerance=cfg.range_tolerance)
+            lo, hi, n = range_prior(model)
+            if cfg.range_warmup and n is None:
+                raise ValueError(f"model {model.version} has no count of the windows its range was learned from: "
+                                 "retrain it to use detector.range_warmup")
+            self.range = RangeView(lo[self.input_cols], hi[self.input_cols], tolerance=cfg.range_tolerance,
+                                   warmup=math.ceil(cfg.range_warmup * (n or 0)))
         if cfg.input_baseline or cfg.seasonal_period_s:
             mean, var = input_prior(model)
             mean, var = mean[self.input_cols], var[self.input_cols]

@@ -300,6 +300,7 @@ def fit_on_windows(
                "input_mean": x_tr.mean(axis=0).tolist(), "input_var": x_tr.var(axis=0).tolist(),
                # where a per-entity range view starts (detector.range_tolerance): every training window
                "input_min": windows.x.min(axis=0).tolist(), "input_max": windows.x.max(axis=0).tolist(),
+               "input_range_n": len(windows.x),
                # where a per-entity change view starts (detector.change_horizon): the variance of each
                # new event's change from the event before it
                "change_var": _change_var(x_tr, names, cfg).tolist()}

@@ -362,7 +362,7 @@ def test_range_view_hand_computed():
                   [np.nan, np.nan],  # neither breaks nor moves the range
                   [-0.07, 10.0]])  # -0.07 < 0 - 0.05 * 1.22
     np.testing.assert_array_equal(r.update(np.array(["a"] * 7), x), [False, False, True, False, True, False, True])
-    np.testing.assert_allclose(r._rows.state[r._rows.slot["a"]], [-0.07, 10.0, 1.22, 10.1])
+    np.testing.assert_allclose(r._rows.state[r._rows.slot["a"]], [-0.07, 10.0, 1.22, 10.1, 7])  # (7 windows seen)
     # a new entity starts from the training range; tolerance 0 breaks on any new extreme
     z = RangeView(np.array([0.0]), np.array([1.0]), tolerance=0.0)
     np.testing.assert_array_equal(z.update(np.array(["b", "b", "b"]), np.array([[1.0], [1.01], [1.01]])),
@@ -379,6 +379,23 @@ def test_range_view_a_level_shift_breaks_at_its_onset_a_slow_drift_never():
     assert not brk[:500].any() and brk[500] and brk.sum() <= 5
     drift = rng.normal(0, 0.1, 3000) + np.linspace(0, 6, 3000)  # steps of 0.002, far within the tolerance
     assert not RangeView(lo, hi, tolerance=0.05).update(np.full(3000, "s"), drift[:, None]).any()
+
+
+def test_range_view_warmup_counts_breaks_from_an_entitys_nth_window_on():
+    """Warm-up 3: the breaks of an entity's first three windows widen its range without counting."""
+    x = np.array([[2.0], [3.0], [1.0], [5.0], [5.1], [-4.0]])
+    ent = np.array(["a"] * 6)
+    np.testing.assert_array_equal(RangeView(np.zeros(1), np.ones(1), tolerance=0.05).update(ent, x),
+                                  [True, True, False, True, False, True])
+    warm = RangeView(np.zeros(1), np.ones(1), tolerance=0.05, warmup=3)
+    # windows 0-1 break but are young; [0, 3] by then, so 5 (window 3) breaks and counts; -4 too
+    np.testing.assert_array_equal(warm.update(ent, x), [False, False, False, True, False, True])
+    # each entity has its own count, and batches do not matter
+    w2 = RangeView(np.zeros(1), np.ones(1), tolerance=0.05, warmup=2)
+    both = np.array(["a", "b", "a", "b", "a", "b"])
+    v = np.array([[2.0], [2.0], [4.0], [4.0], [9.0], [9.0]])
+    np.testing.assert_array_equal(np.concatenate([w2.update(both[:3], v[:3]), w2.update(both[3:], v[3:])]),
+                                  [False, False, False, False, True, True])
 
 
 def test_range_view_keeps_entities_apart_and_batches_do_not_matter():
@@ -399,6 +416,8 @@ def test_range_view_bad_input():
                         ([0.0, 1.0], [1.0], 0.1), ([], [], 0.1)]:
         with pytest.raises(ValueError, match="range view"):
             RangeView(np.array(lo), np.array(hi), tolerance=tol)
+    with pytest.raises(ValueError, match="warmup >= 0"):
+        RangeView(np.zeros(1), np.ones(1), tolerance=0.05, warmup=-1)
     r = RangeView(np.zeros(1), np.ones(1), tolerance=0.05)
     with pytest.raises(ValueError, match="expected 1 features"):
         r.update(np.array(["a"]), np.zeros((1, 2)))

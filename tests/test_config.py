@@ -292,6 +292,7 @@ def test_bad_hop():
         ({"detector.change_share": 1.0}, "detector.change_share"),
         ({"detector.range_tolerance": -0.1}, "detector.range_tolerance"),
         ({"detector.range_tolerance": "nan"}, "detector.range_tolerance"),
+        ({"detector.range_warmup": -1}, "detector.range_warmup"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),
         ({"detector.seasonal_clip": -1}, "detector.seasonal_clip"),

@@ -252,6 +252,19 @@ def test_range_view_breaks_alert_whatever_the_model_says(model, trained_model, f
     old = dataclasses.replace(model, scoring=scoring)
     with pytest.raises(ValueError, match="retrain it to use detector.range_tolerance"):
         Pipeline(old, cfg)
+    # a warm-up of w x the training windows: no entity's breaks count before its (w x n)-th window
+    n = model.scoring["input_range_n"]
+    assert n == model.card["data"]["windows"]
+    warm = dataclasses.replace(cfg, range_warmup=0.01)
+    _, _, (_, brk_w, _, _, ent_w) = scored_columns(model, warm, flows, "range_break")
+    rank = np.array([np.sum(ent_w[:i] == e) for i, e in enumerate(ent_w)])  # each window's index in its entity
+    np.testing.assert_array_equal(brk_w, brk & (rank >= int(np.ceil(0.01 * n))))
+    assert 0 < brk_w.sum() < brk.sum()  # some breaks were young, some not
+    # a model written before the count was recorded can run the view, not its warm-up
+    older = dataclasses.replace(model, scoring={k: v for k, v in model.scoring.items() if k != "input_range_n"})
+    Pipeline(older, cfg)
+    with pytest.raises(ValueError, match="retrain it to use detector.range_warmup"):
+        Pipeline(older, warm)
 
 
 def test_seasonal_baseline_joins_the_input_decision_by_window_time(model, trained_model, flows, clean_run):
