@@ -7,7 +7,6 @@ in-process object: the Kafka runner, the evaluation and the tests all use it the
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
