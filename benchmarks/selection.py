@@ -207,15 +207,14 @@ TELEMETRY_VARIANTS = {
 _CAP = {"retrain.reservoir_windows": 5000}
 _WARM = {"retrain.warm_start": True}
 _GATE_CURRENT = {"retrain.gate_reference": "current"}
-_EVERY_2000 = {**TELEMETRY_VARIANTS["retrain-every-1000"], "retrain.every_windows": 2000}
+_EVERY_1000 = TELEMETRY_VARIANTS["retrain-every-1000"]
+_EVERY_2000 = {**_EVERY_1000, "retrain.every_windows": 2000}
 TELEMETRY_VARIANTS.update({
     "retrain-every-2000-cap-5000": {**_EVERY_2000, **_CAP},
-    "retrain-every-1000-cap-5000-warm": {**TELEMETRY_VARIANTS["retrain-every-1000"], **_CAP, **_WARM},
+    "retrain-every-1000-cap-5000-warm": {**_EVERY_1000, **_CAP, **_WARM},
+    "retrain-every-1000-cap-5000-warm-gate-current": {**_EVERY_1000, **_CAP, **_WARM, **_GATE_CURRENT},
+    "retrain-every-2000-cap-5000-gate-current": {**_EVERY_2000, **_CAP, **_GATE_CURRENT},
 })
-TELEMETRY_VARIANTS["retrain-every-1000-cap-5000-warm-gate-current"] = {
-    **TELEMETRY_VARIANTS["retrain-every-1000-cap-5000-warm"], **_GATE_CURRENT}
-TELEMETRY_VARIANTS["retrain-every-2000-cap-5000-gate-current"] = {
-    **TELEMETRY_VARIANTS["retrain-every-2000-cap-5000"], **_GATE_CURRENT}
 
 
 # NSL-KDD attack names by category (the usual DoS / probe / R2L / U2R grouping of the KDD'99 attacks).
