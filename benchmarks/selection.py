@@ -173,6 +173,9 @@ TELEMETRY_VARIANTS = {
     # its breaks counted from a series' (2 x training windows)-th window on: in NAB's streams, which replay the
     # probationary period first, as long again past it (session 42, R42-3)
     "range-0.05-warmup-2": {"detector.range_tolerance": 0.05, "detector.range_warmup": 2.0},
+    # the transition view (session 43): steps between 5 levels of the training range an entity never made, counted
+    # from twice the training windows on (NAB streams replay the probation first: as long again past it)
+    "transition-5-warmup-2": {"detector.transition_levels": 5, "detector.transition_warmup": 2.0},
     # more held-out windows for early stopping and calibration: half of the training windows (session 37, R37-5;
     # NAB's setting since session 38), and the default share, which NAB's validations used before
     "val-split-0.5": {"model.validation_split": 0.5},

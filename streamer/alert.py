@@ -95,7 +95,7 @@ def build_alerts(
             "source": {"topic": topic, "partition": part, "offset_start": lo, "offset_end": hi},
             "detected_at_ms": now_ms,
         })
-        # the entity-baseline, input-baseline and change-view tail probabilities, the range break,
+        # the entity-baseline, input-baseline and change-view tail probabilities, the range break, the new transition,
         # and what the alert was decided on (their combination with p_value: streamer.calibrate.significance)
         if scored.entity_p is not None:
             out[-1]["entity_p_value"] = float(scored.entity_p[i])
@@ -105,8 +105,10 @@ def build_alerts(
             out[-1]["change_p_value"] = float(scored.change_p[i])
         if scored.range_break is not None:
             out[-1]["range_break"] = bool(scored.range_break[i])
+        if scored.new_transition is not None:
+            out[-1]["new_transition"] = bool(scored.new_transition[i])
         if (scored.entity_p is not None or scored.input_p is not None or scored.change_p is not None
-                or scored.range_break is not None):
+                or scored.range_break is not None or scored.new_transition is not None):
             out[-1]["significance"] = float(scored.alert_significance[i])
     return out
 

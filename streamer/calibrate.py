@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = ["P_FLOOR", "AlertCooldown", "Calibrator", "ChangeMemory", "EntityBaseline", "EntityGroups",
-           "InputBaseline", "RangeView", "SeasonalBaseline", "join_views", "significance", "tail_scale"]
+           "InputBaseline", "RangeView", "SeasonalBaseline", "TransitionView", "join_views", "significance",
+           "tail_scale"]
 
 #: Fewest calibration scores the exponential tail is fitted to (and the share of the set it takes).
 TAIL_MIN = 10
@@ -448,6 +449,71 @@ class RangeView(_PerEntity):
             st[s, :f] = np.where(ok, np.minimum(lo, v), lo)
             st[s, f:2 * f] = np.where(ok, np.maximum(hi, v), hi)
             st[s, 2 * f] = seen + 1
+        return out
+
+
+class TransitionView(_PerEntity):
+    """Steps an entity has never made: each new value and the one before it (``x[:, new]``,
+    ``x[:, prev]``: :func:`streamer.window.change_columns`) are cut into ``levels`` equal levels of
+    the training windows' range (``prior_min``, ``prior_max``), plus one below and one above it; a
+    window whose step from its previous level to its new one, in any feature, its entity has never
+    made before is a *new transition*. Each entity learns its transitions from its own windows,
+    from its first on; with ``warmup`` > 0 they count only from its ``warmup``-th window on (before
+    that the entity is still learning which steps are ordinary). A stream that moves in a way it
+    never has (a jump across levels it used to cross gradually, a climb past its range) shows a
+    new transition at the onset, and a repeating pattern, however irregular its values, none.
+    Non-finite values neither count nor teach. At most ``max_entities`` entities are kept (the least
+    recently seen are forgotten first and start learning again)."""
+
+    def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, levels: int, warmup: int = 0,
+                 max_entities: int = 200_000) -> None:
+        prior_min = np.asarray(prior_min, dtype=np.float64)
+        prior_max = np.asarray(prior_max, dtype=np.float64)
+        if (prior_min.ndim != 1 or prior_min.shape != prior_max.shape or not len(prior_min)
+                or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
+                or (prior_min > prior_max).any()):
+            raise ValueError("transition view: prior min and max must be finite vectors of one length, min <= max")
+        if levels < 1 or warmup < 0 or max_entities < 1:
+            raise ValueError("transition view: levels >= 1, warmup >= 0 and max_entities >= 1 are needed")
+        self.n_features = len(prior_min)
+        self.levels = int(levels)
+        self.warmup = int(warmup)
+        self.lo, self.hi = prior_min, prior_max
+        # a feature constant in training: one level for its value, below and above it the others
+        self.width = np.where(prior_max > prior_min, prior_max - prior_min, np.inf)
+        self._cells = (self.levels + 2) ** 2  # (from, to) pairs of a feature's levels, below and above included
+        # per entity: one flag per feature and (from, to) pair (made before), then the windows it has shown
+        self._rows = _EntityRows(np.zeros(self.n_features * self._cells + 1), max_entities)
+
+    def level(self, v: np.ndarray) -> np.ndarray:
+        """Each value's level: 0 below the training range, 1..levels inside it, levels + 1 above
+        (the range's top value in the top level)."""
+        inside = np.minimum(np.floor((v - self.lo) / self.width * self.levels), self.levels - 1)
+        return (np.where(v < self.lo, -1, np.where(v > self.hi, self.levels, inside)) + 1).astype(np.int64)
+
+    def update(self, entity: np.ndarray | EntityGroups, new: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """Whether each window (rows in stream order) makes a transition its entity never made
+        before, in any feature (``new``: each feature's new value, ``prev``: the value before it),
+        then learns its transitions."""
+        new = _raw_windows("transition view", new, self.n_features)
+        prev = _raw_windows("transition view", prev, self.n_features)
+        if new.shape != prev.shape:
+            raise ValueError(f"transition view: new values {new.shape} and previous ones {prev.shape} differ")
+        ok = np.isfinite(new) & np.isfinite(prev)
+        b = self.levels + 2
+        with np.errstate(invalid="ignore"):
+            cell = (self.level(np.where(ok, prev, 0.0)) * b + self.level(np.where(ok, new, 0.0))
+                    + np.arange(self.n_features) * self._cells)
+        seen_col = self.n_features * self._cells
+        out = np.zeros(len(new), dtype=bool)
+        for rows, s in self._rows.by_rank(entity):
+            st = self._rows.state
+            c, good = cell[rows], ok[rows]
+            made = st[s[:, None], c] > 0
+            out[rows] = (good & ~made).any(axis=1) & (st[s, seen_col] >= self.warmup)
+            r, f = np.nonzero(good)
+            st[s[r], c[r, f]] = 1.0
+            st[s, seen_col] += 1
         return out
 
 

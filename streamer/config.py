@@ -295,6 +295,19 @@ class DetectorConfig:
         "model's range was learned from (the training windows); before that they still widen the range. A range "
         "learned from a short training stretch is widened by the stream's ordinary extremes for a while. 0: at once.",
     )
+    transition_levels: int = _f(
+        0,
+        "Transition view: when > 0, each new value and the one before it are cut into this many equal levels of the "
+        "training windows' range of their feature (plus one below and one above it), and each entity remembers "
+        "every (level before, level now) step it has made; a window making a step its entity never made alerts "
+        "whatever the other views say (alert decision only, still grouped by `alert_cooldown`; the score and its "
+        "ranking are unchanged). Needs count windows of at least 2 events. 0: off.",
+    )
+    transition_warmup: float = _f(
+        0.0,
+        "Transition view: an entity's new steps alert only once it has shown this many times as many windows as its "
+        "model was trained on; before that it only learns them (an entity starts knowing no step). 0: at once.",
+    )
     alert_cooldown: int = _f(
         0,
         "Incident grouping: when > 0, a window whose entity had an at least as significant window among its "
@@ -484,6 +497,11 @@ class StreamerConfig:
         if d.range_warmup < 0 or not math.isfinite(d.range_warmup):
             raise ConfigError("detector.range_warmup", "0 (at once) or a multiple >= 0 of the training windows",
                               d.range_warmup)
+        if d.transition_levels < 0:
+            raise ConfigError("detector.transition_levels", "0 (off) or a number of levels >= 1", d.transition_levels)
+        if d.transition_warmup < 0 or not math.isfinite(d.transition_warmup):
+            raise ConfigError("detector.transition_warmup", "0 (at once) or a multiple >= 0 of the training windows",
+                              d.transition_warmup)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if not 0 <= d.incident_gap <= 10_000:

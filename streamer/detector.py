@@ -13,7 +13,8 @@ import numpy as np
 
 from streamer.artifact import ModelArtifact
 from streamer.calibrate import (P_FLOOR, AlertCooldown, Calibrator, ChangeMemory, EntityBaseline, EntityGroups,
-                                InputBaseline, RangeView, SeasonalBaseline, join_views, significance)
+                                InputBaseline, RangeView, SeasonalBaseline, TransitionView, join_views,
+                                significance)
 from streamer.config import DetectorConfig
 from streamer.score import Reservoir, combine_scores, recon_error
 from streamer.window import change_columns, new_event_columns
@@ -47,8 +48,9 @@ class Scored:
     range_break: np.ndarray | None = None  # bool: the window's raw values break its entity's range (when on)
     # What the alert was decided on (alert = alert_significance < alpha, unless repeating an
     # incident): ``significance``, or with the change view its join with the change's tail; a
-    # range break's is RANGE_BREAK_SIGNIFICANCE.
+    # range break's, and a new transition's, is RANGE_BREAK_SIGNIFICANCE.
     alert_significance: np.ndarray | None = None
+    new_transition: np.ndarray | None = None  # bool: a step its entity never made (transition view, when on)
 
     def __post_init__(self) -> None:
         if self.significance is None:
@@ -70,13 +72,14 @@ def input_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["feature_mean"]), np.asarray(data["feature_std"]) ** 2
 
 
-def range_prior(model: ModelArtifact) -> tuple[np.ndarray, np.ndarray, int | None]:
+def range_prior(model: ModelArtifact, option: str = "detector.range_tolerance"
+                ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Smallest and largest value of each raw feature over the model's training windows, where a
-    range view starts, and how many windows that range was learned from (None for a model written
-    before it was recorded): from ``scoring.json`` (written since the range view exists)."""
+    range view starts (and the transition view's levels lie), and how many windows that range was
+    learned from (None for a model written before it was recorded): from ``scoring.json`` (written
+    since the range view exists). ``option``: the setting named in the error without it."""
     if "input_min" not in model.scoring:
-        raise ValueError(f"model {model.version} has no training range of its features: retrain it to use "
-                         "detector.range_tolerance")
+        raise ValueError(f"model {model.version} has no training range of its features: retrain it to use {option}")
     n = model.scoring.get("input_range_n")
     return (np.asarray(model.scoring["input_min"]), np.asarray(model.scoring["input_max"]),
             None if n is None else int(n))
@@ -152,11 +155,26 @@ class Detector:
                 self.change = InputBaseline(np.zeros(n), change_prior(model, new)[smooth], horizon=cfg.change_horizon)
                 if cfg.change_memory_s:
                     self.change_memory = ChangeMemory(n, span_s=cfg.change_memory_s)
+        self.transition = None
+        if cfg.transition_levels:
+            new, prev = change_columns(model.normalizer.names, model.config.window)
+            if not len(new):
+                raise ValueError(f"detector.transition_levels needs count windows of at least 2 events; model "
+                                 f"{model.version} has {model.config.window.kind} windows of "
+                                 f"{model.config.window.size}")
+            lo, hi, n = range_prior(model, "detector.transition_levels")
+            if cfg.transition_warmup and n is None:
+                raise ValueError(f"model {model.version} has no count of the windows it was trained on: "
+                                 "retrain it to use detector.transition_warmup")
+            self.transition_new, self.transition_prev = new, prev
+            # the levels are those of each new value's own feature (the previous one shares its field)
+            self.transition = TransitionView(lo[new], hi[new], levels=cfg.transition_levels,
+                                             warmup=math.ceil(cfg.transition_warmup * (n or 0)))
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
         # (the views define __len__: test them for None, not truthiness)
         self._per_entity = any(v is not None for v in (self.baseline, self.input_baseline, self.seasonal,
-                                                        self.change, self.range, self.cooldown))
+                                                        self.change, self.range, self.transition, self.cooldown))
 
     @property
     def version(self) -> str:
@@ -164,9 +182,10 @@ class Detector:
 
     def carry_over(self, old: Detector) -> None:
         """Keep what ``old`` (the detector this one replaces in a hot swap) learned that does not
-        depend on its model: the input, seasonal, change and range views (they judge raw values,
-        and a seasonal one needs days of a stream to learn its phases) and the alert cooldown's open
-        incidents (significances are comparable across models). The entity baseline judges the
+        depend on its model: the input, seasonal, change, range and transition views (they judge raw
+        values, and a seasonal one needs days of a stream to learn its phases; the transition view
+        keeps the levels of the model it started with, which its learned steps are in) and the alert
+        cooldown's open incidents (significances are comparable across models). The entity baseline judges the
         model's own score and restarts from the new calibration. Both detectors build the same
         windows (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
         if self.input_baseline is not None and old.input_baseline is not None:
@@ -179,6 +198,8 @@ class Detector:
             self.change_memory = old.change_memory
         if self.range is not None and old.range is not None:
             self.range = old.range
+        if self.transition is not None and old.transition is not None:
+            self.transition = old.transition
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
 
@@ -192,8 +213,9 @@ class Detector:
         event's change from the one before it (with a change memory, its excess over the entity's
         largest recent change) against its entity's recent changes (the alert decision only:
         ``Scored.alert_significance``); with the range view, a window whose raw values break its
-        entity's range alerts whatever the rest says; with an alert cooldown, windows repeating an
-        open incident of their entity do not alert."""
+        entity's range alerts whatever the rest says, and so, with the transition view, does a
+        window making a step between levels of its range its entity never made; with an alert
+        cooldown, windows repeating an open incident of their entity do not alert."""
         xn = self.model.normalizer.transform(x_raw)
         z, sq = self.model.embedder.embed(xn)
         knn = self.reservoir.knn(z, self.k)
@@ -238,9 +260,14 @@ class Detector:
             # window can be); the ranking (sig) stays as without it
             brk = self.range.update(groups, x_in)
             sig_alert = np.where(brk, RANGE_BREAK_SIGNIFICANCE, sig_alert)
+        novel = None
+        if self.transition is not None and groups is not None:
+            # a step the entity never made alerts as a range break does; the ranking stays as without it
+            novel = self.transition.update(groups, x_raw[:, self.transition_new], x_raw[:, self.transition_prev])
+            sig_alert = np.where(novel, RANGE_BREAK_SIGNIFICANCE, sig_alert)
         alert = self.calibrator.is_alert(sig_alert)
         repeat = (self.cooldown.update(groups, sig_alert)
                   if self.cooldown is not None and groups is not None else None)
         if repeat is not None:
             alert &= ~repeat
-        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, brk, sig_alert)
+        return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, brk, sig_alert, novel)

@@ -142,7 +142,7 @@ def test_shifted_data_alerts_much_more():
 
 # -- EntityBaseline ---------------------------------------------------------------------------------
 from streamer.calibrate import (AlertCooldown, ChangeMemory, EntityBaseline, InputBaseline,  # noqa: E402
-                                RangeView, SeasonalBaseline, significance)
+                                RangeView, SeasonalBaseline, TransitionView, significance)
 
 
 def _stream(rng, n, level=1.0):
@@ -422,6 +422,68 @@ def test_range_view_bad_input():
     with pytest.raises(ValueError, match="expected 1 features"):
         r.update(np.array(["a"]), np.zeros((1, 2)))
     assert r.update(np.array([], dtype=object), np.zeros((0, 1))).shape == (0,)
+
+
+def test_transition_view_levels_and_hand_computed():
+    """Training range [0, 10] in 5 levels of 2 (1-5), 0 below it, 6 above; the top value in level 5."""
+    t = TransitionView(np.array([0.0]), np.array([10.0]), levels=5)
+    np.testing.assert_array_equal(t.level(np.array([-0.1, 0.0, 1.99, 2.0, 9.99, 10.0, 10.01])), [0, 1, 1, 2, 5, 5, 6])
+    prev = np.array([[1.0], [1.0], [1.5], [9.0], [9.5], [1.0], [np.nan], [1.0], [11.0]])
+    new = np.array([[1.0], [1.5], [9.0], [9.5], [1.0], [9.0], [9.0], [np.inf], [12.0]])
+    # steps 1->1 (new), 1->1, 1->5 (new), 5->5 (new), 5->1 (new), 1->5, then a NaN and an inf (neither counts
+    # nor teaches), then 6->6 above the range (new)
+    np.testing.assert_array_equal(t.update(np.array(["a"] * 9), new, prev),
+                                  [True, False, True, True, True, False, False, False, True])
+    row = t._rows.state[t._rows.slot["a"]]
+    made = np.flatnonzero(row[:-1])  # cells (from * 7 + to): 1->1, 1->5, 5->5, 5->1, 6->6
+    np.testing.assert_array_equal(made, sorted([1 * 7 + 1, 1 * 7 + 5, 5 * 7 + 5, 5 * 7 + 1, 6 * 7 + 6]))
+    assert row[-1] == 9  # every window counts as shown
+    # another entity knows none of a's steps; a feature constant in training: its value one level, others
+    # below or above
+    c = TransitionView(np.array([0.0, 3.0]), np.array([10.0, 3.0]), levels=5)
+    np.testing.assert_array_equal(c.level(np.array([[5.0, 2.9], [5.0, 3.0], [5.0, 3.1]]))[:, 1], [0, 1, 6])
+    x = np.array([[1.0, 3.0], [1.0, 3.0], [1.0, 3.1]])
+    np.testing.assert_array_equal(c.update(np.array(["b"] * 3), x, x[[0, 0, 1]]), [True, False, True])
+
+
+def test_transition_view_warmup_entities_and_batches():
+    rng = np.random.default_rng(6)
+    ent = rng.choice(np.array(["a", "b", "c"], dtype=object), size=900)
+    v = rng.uniform(0, 10, size=(901, 1))
+    new, prev = v[1:], v[:-1]
+    whole = TransitionView(np.zeros(1), np.full(1, 10.0), levels=4).update(ent, new, prev)
+    split = TransitionView(np.zeros(1), np.full(1, 10.0), levels=4)
+    parts = np.concatenate([split.update(ent[lo:lo + 41], new[lo:lo + 41], prev[lo:lo + 41])
+                            for lo in range(0, 900, 41)])
+    np.testing.assert_array_equal(parts, whole)
+    # 16 steps inside the range, each new once per entity: 3 x 16 at most, all made early
+    assert 0 < whole.sum() <= 48 and not whole[600:].any()
+    alone = TransitionView(np.zeros(1), np.full(1, 10.0), levels=4).update(ent[ent == "a"], new[ent == "a"],
+                                                                               prev[ent == "a"])
+    np.testing.assert_array_equal(whole[ent == "a"], alone)
+    # a warm-up of 100 windows: an entity's new steps before its 100th window teach without counting
+    warm = TransitionView(np.zeros(1), np.full(1, 10.0), levels=4, warmup=100).update(ent, new, prev)
+    nth = np.array([np.sum(ent[:i] == e) for i, e in enumerate(ent)])
+    np.testing.assert_array_equal(warm, whole & (nth >= 100))
+    assert not warm.any()  # every step was made in the first 100 windows of each entity
+    # a level shift past the range after the warm-up: its onset is new, then one step up there
+    tail = np.array([[5.0], [5.0], [12.0], [12.0], [12.0]])
+    w2 = TransitionView(np.zeros(1), np.full(1, 10.0), levels=4, warmup=2)
+    np.testing.assert_array_equal(w2.update(np.array(["s"] * 5), tail, np.r_[[[5.0]], tail[:-1]]),
+                                  [False, False, True, True, False])
+
+
+def test_transition_view_bad_input():
+    for lo, hi, levels in [([0.0], [1.0], 0), ([2.0], [1.0], 4), ([np.nan], [1.0], 4), ([0.0, 1.0], [1.0], 4),
+                           ([], [], 4)]:
+        with pytest.raises(ValueError, match="transition view"):
+            TransitionView(np.array(lo), np.array(hi), levels=levels)
+    with pytest.raises(ValueError, match="warmup >= 0"):
+        TransitionView(np.zeros(1), np.ones(1), levels=4, warmup=-1)
+    t = TransitionView(np.zeros(1), np.ones(1), levels=4)
+    with pytest.raises(ValueError, match="expected 1 features"):
+        t.update(np.array(["a"]), np.zeros((1, 2)), np.zeros((1, 2)))
+    assert t.update(np.array([], dtype=object), np.zeros((0, 1)), np.zeros((0, 1))).shape == (0,)
 
 
 def test_seasonal_baseline_phases_and_hand_computed():

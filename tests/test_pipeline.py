@@ -346,6 +346,72 @@ def test_hot_swap_keeps_the_change_view_and_its_memory(tmp_path, flows):
     np.testing.assert_array_equal(swapped, kept)
 
 
+def test_transition_view_alerts_on_steps_an_entity_never_made_and_survives_a_hot_swap(tmp_path, flows, model,
+                                                                                         trained_model):
+    """A model of count windows of 2 events with the transition view (4 levels): a window making a
+    step between levels its entity never made alerts at the floor significance, the ranking and
+    the model's own alerts unchanged; a warm-up of w x the training windows silences an entity's
+    earlier ones; a hot swap keeps what the view learned; record windows have no steps."""
+    from conftest import make_config
+
+    from streamer.detector import RANGE_BREAK_SIGNIFICANCE
+    from streamer.train import train_model
+
+    cfg = make_config(tmp_path, **{"window.kind": "count", "window.size": 2, "window.slide": 1})
+    art = load_artifact_dir(train_model(cfg, flow_records(flows["train"][:4000]), source="test flows",
+                                        show_progress=False))
+    batches = chunks(flow_records(flows["test"][:6000]))
+
+    def columns(det_cfg):
+        pipe = Pipeline(art, det_cfg)
+        results = [pipe.process(b) for b in batches] + [pipe.flush()]
+        sc = [r.scored for r in results if r.scored is not None]
+        cols = {k: np.concatenate([getattr(x, k) for x in sc])
+                for k in ("p_value", "significance", "alert", "alert_significance")}
+        cols["new"] = np.concatenate([x.new_transition for x in sc]) if sc[0].new_transition is not None else None
+        cols["entity"] = np.concatenate([r.windows.entity for r in results if r.scored is not None])
+        return pipe, [a for r in results for a in r.alerts], cols
+
+    _, _, plain = columns(cfg.detector)
+    assert plain["new"] is None
+    on = dataclasses.replace(cfg.detector, transition_levels=4)
+    pipe, alerts, got = columns(on)
+    new = got["new"]
+    np.testing.assert_array_equal(got["p_value"], plain["p_value"])
+    np.testing.assert_array_equal(got["significance"], plain["significance"])  # the ranking is unchanged
+    assert new.dtype == bool and 0 < new.sum() < len(new)
+    np.testing.assert_array_equal(got["alert_significance"],
+                                  np.where(new, RANGE_BREAK_SIGNIFICANCE, plain["alert_significance"]))
+    np.testing.assert_array_equal(got["alert"], new | plain["alert"])
+    assert len(alerts) == got["alert"].sum() and sum(a["new_transition"] for a in alerts) == new.sum()
+    assert all(a["significance"] == RANGE_BREAK_SIGNIFICANCE for a in alerts if a["new_transition"])
+    assert len(pipe.detector.transition) == len(set(got["entity"]))
+    # a warm-up of w x the training windows: no entity's new steps count before its (w x n)-th window
+    n = art.scoring["input_range_n"]
+    _, _, warm = columns(dataclasses.replace(on, transition_warmup=0.01))
+    rank = np.array([np.sum(warm["entity"][:i] == e) for i, e in enumerate(warm["entity"])])
+    np.testing.assert_array_equal(warm["new"], new & (rank >= int(np.ceil(0.01 * n))))
+    assert 0 < warm["new"].sum() < new.sum()
+
+    def check(before, d) -> None:
+        assert before.transition is not None and len(before.transition) > 0
+        if d is not None:
+            assert d.transition is before.transition
+
+    kept, swapped = (np.concatenate([sc.new_transition for sc in swap_halfway(art, on, batches, swap, check)[1]])
+                     for swap in (False, True))
+    assert len(kept) > 100 and kept.any()
+    np.testing.assert_array_equal(swapped, kept)
+    # record windows (the shared flow model): no event before a window's new one
+    with pytest.raises(ValueError, match="detector.transition_levels needs count windows"):
+        Pipeline(model, dataclasses.replace(trained_model["cfg"].detector, transition_levels=4))
+    # a model written before the training range was recorded cannot run it
+    old = dataclasses.replace(art, scoring={k: v for k, v in art.scoring.items()
+                                            if k not in ("input_min", "input_max")})
+    with pytest.raises(ValueError, match="retrain it to use detector.transition_levels"):
+        Pipeline(old, on)
+
+
 def test_an_ensemble_model_trains_loads_and_detects(tmp_path, flows, trained_model):
     """``model.members=2``: one artifact holding two autoencoders; the reservoir and the
     calibration live in their joint latent space; the pipeline alerts on both attack hosts, and a
