@@ -303,6 +303,17 @@ def _raw_windows(who: str, x: np.ndarray, n_features: int) -> np.ndarray:
     return x
 
 
+def _range_prior(who: str, prior_min: np.ndarray, prior_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A training range (each feature's smallest and largest value) as float vectors, or a clear error."""
+    prior_min = np.asarray(prior_min, dtype=np.float64)
+    prior_max = np.asarray(prior_max, dtype=np.float64)
+    if (prior_min.ndim != 1 or prior_min.shape != prior_max.shape or not len(prior_min)
+            or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
+            or (prior_min > prior_max).any()):
+        raise ValueError(f"{who}: prior min and max must be finite vectors of one length, min <= max")
+    return prior_min, prior_max
+
+
 def _max_z_tail(z: np.ndarray) -> np.ndarray:
     """Tail probability of each row's most extreme |z| (two-sided normal), times the number of
     features (Bonferroni), floored like the calibrated p-values (the far tail underflows to 0 past
@@ -418,12 +429,7 @@ class RangeView(_PerEntity):
 
     def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, tolerance: float, warmup: int = 0,
                  max_entities: int = 200_000) -> None:
-        prior_min = np.asarray(prior_min, dtype=np.float64)
-        prior_max = np.asarray(prior_max, dtype=np.float64)
-        if (prior_min.ndim != 1 or prior_min.shape != prior_max.shape or not len(prior_min)
-                or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
-                or (prior_min > prior_max).any()):
-            raise ValueError("range view: prior min and max must be finite vectors of one length, min <= max")
+        prior_min, prior_max = _range_prior("range view", prior_min, prior_max)
         if not tolerance >= 0 or not math.isfinite(tolerance) or warmup < 0 or max_entities < 1:
             raise ValueError("range view: a finite tolerance >= 0, warmup >= 0 and max_entities >= 1 are needed")
         self.n_features = len(prior_min)
@@ -467,12 +473,7 @@ class TransitionView(_PerEntity):
 
     def __init__(self, prior_min: np.ndarray, prior_max: np.ndarray, *, levels: int, warmup: int = 0,
                  max_entities: int = 200_000) -> None:
-        prior_min = np.asarray(prior_min, dtype=np.float64)
-        prior_max = np.asarray(prior_max, dtype=np.float64)
-        if (prior_min.ndim != 1 or prior_min.shape != prior_max.shape or not len(prior_min)
-                or not np.isfinite(prior_min).all() or not np.isfinite(prior_max).all()
-                or (prior_min > prior_max).any()):
-            raise ValueError("transition view: prior min and max must be finite vectors of one length, min <= max")
+        prior_min, prior_max = _range_prior("transition view", prior_min, prior_max)
         if levels < 1 or warmup < 0 or max_entities < 1:
             raise ValueError("transition view: levels >= 1, warmup >= 0 and max_entities >= 1 are needed")
         self.n_features = len(prior_min)

@@ -96,6 +96,17 @@ def change_prior(model: ModelArtifact, new: np.ndarray) -> np.ndarray:
     return np.asarray(var, dtype=np.float64)
 
 
+def step_columns(model: ModelArtifact, option: str) -> tuple[np.ndarray, np.ndarray]:
+    """The column pairs (each new event's field, the same field one event earlier) of the model's
+    windows (:func:`streamer.window.change_columns`), which the change and transition views judge;
+    a clear error naming ``option`` when its windows have none (not count windows of 2 or more)."""
+    new, prev = change_columns(model.normalizer.names, model.config.window)
+    if not len(new):
+        raise ValueError(f"{option} needs count windows of at least 2 events; model {model.version} has "
+                         f"{model.config.window.kind} windows of {model.config.window.size}")
+    return new, prev
+
+
 class Detector:
     def __init__(self, model: ModelArtifact, cfg: DetectorConfig) -> None:
         self.model = model
@@ -141,11 +152,7 @@ class Detector:
                                                  clip=cfg.seasonal_clip)
         self.change = self.change_memory = None
         if cfg.change_horizon:
-            new, prev = change_columns(model.normalizer.names, model.config.window)
-            if not len(new):
-                raise ValueError(f"detector.change_horizon needs count windows of at least 2 events; model "
-                                 f"{model.version} has {model.config.window.kind} windows of "
-                                 f"{model.config.window.size}")
+            new, prev = step_columns(model, "detector.change_horizon")
             # Not on the columns the normalizer log-compresses (bursty counts): their changes are far
             # from the normal tail the view judges them by (the NAB-like bursty validation lost).
             smooth = ~np.asarray(model.normalizer.log, dtype=bool)[new]
@@ -157,11 +164,7 @@ class Detector:
                     self.change_memory = ChangeMemory(n, span_s=cfg.change_memory_s)
         self.transition = None
         if cfg.transition_levels:
-            new, prev = change_columns(model.normalizer.names, model.config.window)
-            if not len(new):
-                raise ValueError(f"detector.transition_levels needs count windows of at least 2 events; model "
-                                 f"{model.version} has {model.config.window.kind} windows of "
-                                 f"{model.config.window.size}")
+            new, prev = step_columns(model, "detector.transition_levels")
             lo, hi, n = range_prior(model, "detector.transition_levels")
             if cfg.transition_warmup and n is None:
                 raise ValueError(f"model {model.version} has no count of the windows it was trained on: "
