@@ -499,6 +499,11 @@ class StreamerConfig:
                               d.range_warmup)
         if d.transition_levels < 0:
             raise ConfigError("detector.transition_levels", "0 (off) or a number of levels >= 1", d.transition_levels)
+        if d.transition_levels and (w.kind != "count" or w.size < 2):
+            raise ConfigError("detector.transition_levels",
+                              "0 unless windows are count windows of at least 2 events (window.kind count, "
+                              "window.size >= 2): a step is read from a window's two newest events",
+                              d.transition_levels)
         if d.transition_warmup < 0 or not math.isfinite(d.transition_warmup):
             raise ConfigError("detector.transition_warmup", "0 (at once) or a multiple >= 0 of the training windows",
                               d.transition_warmup)

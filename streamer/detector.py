@@ -188,8 +188,8 @@ class Detector:
         depend on its model: the input, seasonal, change, range and transition views (they judge raw
         values, and a seasonal one needs days of a stream to learn its phases; the transition view
         keeps the levels of the model it started with, which its learned steps are in) and the alert
-        cooldown's open incidents (significances are comparable across models). The entity baseline judges the
-        model's own score and restarts from the new calibration. Both detectors build the same
+        cooldown's open incidents (significances are comparable across models). The entity baseline
+        judges the model's own score and restarts from the new calibration. Both detectors build the same
         windows (:meth:`Pipeline.swap_model` refuses other ones), so their input columns agree."""
         if self.input_baseline is not None and old.input_baseline is not None:
             self.input_baseline = old.input_baseline

@@ -294,6 +294,8 @@ def test_bad_hop():
         ({"detector.range_tolerance": "nan"}, "detector.range_tolerance"),
         ({"detector.range_warmup": -1}, "detector.range_warmup"),
         ({"detector.transition_levels": -1}, "detector.transition_levels"),
+        ({"window.kind": "count", "window.size": 1, "detector.transition_levels": 5}, "detector.transition_levels"),
+        ({"window.kind": "record", "detector.transition_levels": 5}, "detector.transition_levels"),
         ({"detector.transition_warmup": -0.5}, "detector.transition_warmup"),
         ({"detector.transition_warmup": "inf"}, "detector.transition_warmup"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
