@@ -502,9 +502,9 @@ class TransitionView(_PerEntity):
             raise ValueError(f"transition view: new values {new.shape} and previous ones {prev.shape} differ")
         ok = np.isfinite(new) & np.isfinite(prev)
         b = self.levels + 2
-        with np.errstate(invalid="ignore"):
-            cell = (self.level(np.where(ok, prev, 0.0)) * b + self.level(np.where(ok, new, 0.0))
-                    + np.arange(self.n_features) * self._cells)
+        # (non-finite values take a placeholder level: ``ok`` keeps them from counting or teaching)
+        cell = (self.level(np.where(ok, prev, 0.0)) * b + self.level(np.where(ok, new, 0.0))
+                + np.arange(self.n_features) * self._cells)
         seen_col = self.n_features * self._cells
         out = np.zeros(len(new), dtype=bool)
         for rows, s in self._rows.by_rank(entity):

@@ -483,30 +483,23 @@ class StreamerConfig:
             raise ConfigError("detector.seasonal_horizon", "a number of windows >= 2", d.seasonal_horizon)
         if d.change_horizon < 0 or d.change_horizon == 1:
             raise ConfigError("detector.change_horizon", "0 (off) or a number of windows >= 2", d.change_horizon)
-        if d.change_horizon and (w.kind != "count" or w.size < 2):
-            raise ConfigError("detector.change_horizon",
-                              "0 unless windows are count windows of at least 2 events (window.kind count, "
-                              "window.size >= 2): the change is read from a window's two newest events",
-                              d.change_horizon)
+        if d.transition_levels < 0:
+            raise ConfigError("detector.transition_levels", "0 (off) or a number of levels >= 1", d.transition_levels)
+        # the change and transition views read a window's two newest events
+        for name, value in (("change_horizon", d.change_horizon), ("transition_levels", d.transition_levels)):
+            if value and (w.kind != "count" or w.size < 2):
+                raise ConfigError(f"detector.{name}",
+                                  "0 unless windows are count windows of at least 2 events (window.kind count, "
+                                  "window.size >= 2): the view reads a window's two newest events", value)
         if d.change_memory_s < 0 or not math.isfinite(d.change_memory_s):
             raise ConfigError("detector.change_memory_s", "0 (off) or a number of seconds", d.change_memory_s)
         if not 0.0 < d.change_share < 1.0 or not math.isfinite(d.change_share):
             raise ConfigError("detector.change_share", "a share in (0, 1)", d.change_share)
         if d.range_tolerance < 0 or not math.isfinite(d.range_tolerance):
             raise ConfigError("detector.range_tolerance", "0 (off) or a share of the range's width", d.range_tolerance)
-        if d.range_warmup < 0 or not math.isfinite(d.range_warmup):
-            raise ConfigError("detector.range_warmup", "0 (at once) or a multiple >= 0 of the training windows",
-                              d.range_warmup)
-        if d.transition_levels < 0:
-            raise ConfigError("detector.transition_levels", "0 (off) or a number of levels >= 1", d.transition_levels)
-        if d.transition_levels and (w.kind != "count" or w.size < 2):
-            raise ConfigError("detector.transition_levels",
-                              "0 unless windows are count windows of at least 2 events (window.kind count, "
-                              "window.size >= 2): a step is read from a window's two newest events",
-                              d.transition_levels)
-        if d.transition_warmup < 0 or not math.isfinite(d.transition_warmup):
-            raise ConfigError("detector.transition_warmup", "0 (at once) or a multiple >= 0 of the training windows",
-                              d.transition_warmup)
+        for name, value in (("range_warmup", d.range_warmup), ("transition_warmup", d.transition_warmup)):
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"detector.{name}", "0 (at once) or a multiple >= 0 of the training windows", value)
         if not 0 <= d.alert_cooldown <= 10_000:
             raise ConfigError("detector.alert_cooldown", "0 (off) or a number of windows up to 10,000", d.alert_cooldown)
         if not 0 <= d.incident_gap <= 10_000:
