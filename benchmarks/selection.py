@@ -176,6 +176,9 @@ TELEMETRY_VARIANTS = {
     # the transition view (session 43): steps between 5 levels of the training range an entity never made, counted
     # from twice the training windows on (NAB streams replay the probation first: as long again past it)
     "transition-5-warmup-2": {"detector.transition_levels": 5, "detector.transition_warmup": 2.0},
+    # the range and transition views' floor alerts grouped among themselves, not holding the cooldown's incidents
+    # open (session 44, R44-1)
+    "view-incidents-own": {"detector.view_incidents": "own"},
     # more held-out windows for early stopping and calibration: half of the training windows (session 37, R37-5;
     # NAB's setting since session 38), and the default share, which NAB's validations used before
     "val-split-0.5": {"model.validation_split": 0.5},

@@ -324,6 +324,15 @@ class DetectorConfig:
         "ranking thresholded elsewhere (NAB's optimised threshold) is not grouped the same way. Memory: one number "
         "per entity. 0: off.",
     )
+    view_incidents: Literal["shared", "own"] = _f(
+        "shared",
+        "Incident grouping of the range and transition views' alerts (they alert at the floor significance): "
+        "`shared`, one incident per entity as for any alert (a range break or new step then holds the entity's "
+        "incident open for `alert_cooldown` windows, and the model's own later alerts in that span repeat it); "
+        "`own`, the views' alerts group among themselves, by the same rules (one repeats when its entity had one "
+        "among its previous `alert_cooldown` windows), and the cooldown judges every window by its significance "
+        "without the views (so does the alert decision of a view's repeat).",
+    )
     entity_baseline_short: int = _f(
         3,
         "Windows averaged (exponentially) into the score an entity baseline judges: more smooths single-window "

@@ -48,7 +48,8 @@ class Scored:
     range_break: np.ndarray | None = None  # bool: the window's raw values break its entity's range (when on)
     # What the alert was decided on (alert = alert_significance < alpha, unless repeating an
     # incident): ``significance``, or with the change view its join with the change's tail; a
-    # range break's, and a new transition's, is RANGE_BREAK_SIGNIFICANCE.
+    # range break's, and a new transition's, is RANGE_BREAK_SIGNIFICANCE (with view_incidents
+    # "own", only where it does not repeat an earlier one of its entity's: see DetectorConfig).
     alert_significance: np.ndarray | None = None
     new_transition: np.ndarray | None = None  # bool: a step its entity never made (transition view, when on)
 
@@ -105,6 +106,13 @@ def step_columns(model: ModelArtifact, option: str) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{option} needs count windows of at least 2 events; model {model.version} has "
                          f"{model.config.window.kind} windows of {model.config.window.size}")
     return new, prev
+
+
+def _either(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Element-wise or of two optional boolean arrays (None where both are)."""
+    if a is None:
+        return b
+    return a if b is None else a | b
 
 
 class Detector:
@@ -175,6 +183,11 @@ class Detector:
                                              warmup=math.ceil(cfg.transition_warmup * (n or 0)))
         self.cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
                          if cfg.alert_cooldown or cfg.incident_gap else None)
+        # With view_incidents "own": the range and transition views' floor alerts are grouped among
+        # themselves, by the same rules, and do not hold the cooldown's incidents open.
+        self.view_cooldown = (AlertCooldown(cfg.alert_cooldown, gap=cfg.incident_gap, alpha=cfg.alpha)
+                              if self.cooldown is not None and cfg.view_incidents == "own"
+                              and (self.range is not None or self.transition is not None) else None)
         # (the views define __len__: test them for None, not truthiness)
         self._per_entity = any(v is not None for v in (self.baseline, self.input_baseline, self.seasonal,
                                                         self.change, self.range, self.transition, self.cooldown))
@@ -205,6 +218,8 @@ class Detector:
             self.transition = old.transition
         if self.cooldown is not None and old.cooldown is not None:
             self.cooldown = old.cooldown
+        if self.view_cooldown is not None and old.view_cooldown is not None:
+            self.view_cooldown = old.view_cooldown
 
     def score(self, x_raw: np.ndarray, *, admit: bool = True, entity: np.ndarray | None = None,
               t_ms: np.ndarray | None = None) -> Scored:
@@ -257,6 +272,7 @@ class Detector:
             # The change view decides alerts only: the ranking (sig) stays as without it.
             sig_alert = significance(p, q, self.cfg.entity_baseline_rule,
                                      input_p=join_views(q_in, q_ch, self.cfg.change_share))
+        sig_views_off = sig_alert  # what alerts are decided on without the floor views
         brk = None
         if self.range is not None and x_in is not None:
             # a range break alerts whatever the other views say (at the floor, as significant as any
@@ -268,9 +284,20 @@ class Detector:
             # a step the entity never made alerts as a range break does; the ranking stays as without it
             novel = self.transition.update(groups, x_raw[:, self.transition_new], x_raw[:, self.transition_prev])
             sig_alert = np.where(novel, RANGE_BREAK_SIGNIFICANCE, sig_alert)
+        repeat = None
+        if self.cooldown is not None and groups is not None:
+            floor = _either(brk, novel)
+            if self.view_cooldown is not None and floor is not None:
+                # The views' alerts repeat only one another, and every window enters the cooldown
+                # with its significance without them; a view's repeat is judged as any other window.
+                model_repeat = self.cooldown.update(groups, sig_views_off)
+                view_repeat = self.view_cooldown.update(groups, np.where(floor, RANGE_BREAK_SIGNIFICANCE, 1.0))
+                view_alert = floor & ~view_repeat
+                sig_alert = np.where(view_alert, RANGE_BREAK_SIGNIFICANCE, sig_views_off)
+                repeat = model_repeat & ~view_alert
+            else:
+                repeat = self.cooldown.update(groups, sig_alert)
         alert = self.calibrator.is_alert(sig_alert)
-        repeat = (self.cooldown.update(groups, sig_alert)
-                  if self.cooldown is not None and groups is not None else None)
         if repeat is not None:
             alert &= ~repeat
         return Scored(s, p, alert, knn, recon, sq, q, sig, q_in, repeat, q_ch, brk, sig_alert, novel)

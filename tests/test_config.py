@@ -298,6 +298,7 @@ def test_bad_hop():
         ({"window.kind": "record", "detector.transition_levels": 5}, "detector.transition_levels"),
         ({"detector.transition_warmup": -0.5}, "detector.transition_warmup"),
         ({"detector.transition_warmup": "inf"}, "detector.transition_warmup"),
+        ({"detector.view_incidents": "separate"}, "detector.view_incidents"),
         ({"detector.seasonal_buckets": 0}, "detector.seasonal_buckets"),
         ({"detector.seasonal_horizon": 1}, "detector.seasonal_horizon"),
         ({"detector.seasonal_clip": -1}, "detector.seasonal_clip"),

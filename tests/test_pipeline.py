@@ -529,6 +529,58 @@ def test_alert_cooldown_groups_alerts_into_incidents(model, trained_model, flows
     assert len(pipe.detector.cooldown) == len(set(entities))
 
 
+def test_view_incidents_own_keeps_range_breaks_out_of_the_cooldowns_incidents(model, trained_model, flows, clean_run):
+    """``detector.view_incidents own``: a range break (floor significance) alerts unless its entity
+    had a break among its previous ``alert_cooldown`` windows; every window enters the cooldown with
+    its significance without the view, and a repeated break is judged as any other window, so a
+    break no longer silences the model's own later alerts ("shared", the default, groups them all
+    as one incident). A hot swap keeps both groupings."""
+    from streamer.detector import RANGE_BREAK_SIGNIFICANCE
+
+    k = 50
+    # a training range narrowed to 90% of its width: ordinary windows break it too
+    lo, hi = (np.asarray(model.scoring[key]) for key in ("input_min", "input_max"))
+    narrow = dataclasses.replace(model, scoring={**model.scoring, "input_max": (lo + 0.9 * (hi - lo)).tolist()})
+    shared = dataclasses.replace(trained_model["cfg"].detector, alert_cooldown=k, range_tolerance=0.001)
+    own = dataclasses.replace(shared, view_incidents="own")
+    _, _, (p, brk, _, alert_shared, _) = scored_columns(narrow, shared, flows, "range_break")
+    pipe, results, (p_own, brk_own, _, alert, entities) = scored_columns(narrow, own, flows, "range_break")
+    repeat, sig_alert = (np.concatenate([getattr(r.scored, key) for r in results if r.scored is not None])
+                         for key in ("repeat", "alert_significance"))
+    np.testing.assert_array_equal(p_own, clean_run["p"])
+    np.testing.assert_array_equal(brk_own, brk)
+    assert 0 < brk.sum() < len(brk)
+    # by hand, per entity in stream order: a break alerts when none of its previous k windows was a
+    # break; any other window repeats when one of its previous k windows had a p-value at most its own
+    view_alert, model_repeat = np.zeros(len(p), dtype=bool), np.zeros(len(p), dtype=bool)
+    for e in set(entities):
+        idx = np.flatnonzero(entities == e)
+        for j, i in enumerate(idx):
+            prev = idx[max(0, j - k):j]
+            view_alert[i] = brk[i] and not brk[prev].any()
+            model_repeat[i] = bool((p[prev] <= p[i]).any())
+    np.testing.assert_array_equal(sig_alert, np.where(view_alert, RANGE_BREAK_SIGNIFICANCE, p))
+    np.testing.assert_array_equal(repeat, model_repeat & ~view_alert)
+    np.testing.assert_array_equal(alert, view_alert | ((p < own.alpha) & ~model_repeat))
+    # the model's alerts an earlier break silenced under "shared" now alert
+    assert (alert & ~alert_shared & (p < own.alpha)).any()
+    assert len([a for r in results for a in r.alerts]) == alert.sum()
+    assert len(pipe.detector.view_cooldown) == len(set(entities))
+    # without the cooldown, or with "shared", there is no second grouping
+    assert Pipeline(narrow, dataclasses.replace(own, alert_cooldown=0)).detector.view_cooldown is None
+    assert Pipeline(narrow, shared).detector.view_cooldown is None
+
+    def check(before, d) -> None:
+        if d is not None:
+            assert d.view_cooldown is before.view_cooldown and d.cooldown is before.cooldown
+
+    kept, swapped = (np.concatenate([sc.repeat for sc in swap_halfway(narrow, own, chunks(flow_records(flows["test"])),
+                                                                     swap, check)[1]])
+                     for swap in (False, True))
+    assert len(kept) > 100 and kept.any()
+    np.testing.assert_array_equal(swapped, kept)
+
+
 def test_incident_gap_alerts_once_per_run_of_significant_windows(model, trained_model, flows, clean_run):
     gap = 20
     cfg = dataclasses.replace(trained_model["cfg"].detector, incident_gap=gap)
